@@ -1,0 +1,190 @@
+"""Configuration of AVISM, the audio-visual instance segmentation model of AVIS (CVPR 2025)."""
+
+from transformers import PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto import AutoConfig
+
+AVISEG_LABELS = (
+    "person", "violin", "guitar", "cello", "flute", "piano", "ukulele", "accordion", "guzheng", "clarinet",
+    "cat", "car", "saxophone", "dog", "lawn_mover", "tuba", "banjo", "pipa", "bassoon", "airplane",
+    "tree_harvester", "trumpet", "lion", "bass", "erhu", "horse",
+)  # fmt: skip
+
+# ImageNet statistics on the 0-255 scale, RGB: the published checkpoints were trained with them.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+# The ResNet-50 of detectron2 as transformers' ResNet: stride in the 3x3 convolution (STRIDE_IN_1X1=False).
+R50_BACKBONE = {
+    "model_type": "resnet",
+    "embedding_size": 64,
+    "hidden_sizes": [256, 512, 1024, 2048],
+    "depths": [3, 4, 6, 3],
+    "layer_type": "bottleneck",
+    "downsample_in_bottleneck": False,
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}
+
+# Swin-L (window 12, pre-trained at 384) as the original's D2SwinTransformer.
+SWIN_L_BACKBONE = {
+    "model_type": "swin",
+    "image_size": 384,
+    "embed_dim": 192,
+    "depths": [2, 2, 18, 2],
+    "num_heads": [6, 12, 24, 48],
+    "window_size": 12,
+    "drop_path_rate": 0.3,
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}
+
+
+class AvisVggishConfig(PreTrainedConfig):
+    r"""
+    The VGGish audio encoder: log-mel patches (`num_frames` x `num_mel_bins`) to one embedding per patch.
+
+    conv_channels (`list[int]`): output channels of the 3x3 convolutions.
+    pool_after (`list[int]`): indices of the convolutions followed by a 2x2 max-pool.
+    fc_sizes (`list[int]`): widths of the fully connected layers; the last is the embedding size.
+    num_frames (`int`): log-mel frames per example (96 x 10 ms).
+    num_mel_bins (`int`): mel bands per frame.
+    """
+
+    model_type = "avis_vggish"
+
+    conv_channels: list[int] | tuple[int, ...] = (64, 128, 256, 256, 512, 512)
+    pool_after: list[int] | tuple[int, ...] = (0, 1, 3, 5)
+    fc_sizes: list[int] | tuple[int, ...] = (4096, 4096, 128)
+    num_frames: int = 96
+    num_mel_bins: int = 64
+
+
+class AvisConfig(PreTrainedConfig):
+    r"""
+    Every hyperparameter of AVISM (`configs/avism/*.yaml` of the original), with the R50 / ImageNet defaults.
+
+    backbone_config (`dict` or `PreTrainedConfig`): a transformers ResNet or Swin config; the four stages
+        (strides 4, 8, 16, 32) feed the pixel decoder.
+    audio_config (`dict` or `AvisVggishConfig`, *optional*): the audio encoder run on log-mel patches. Without it
+        the model takes precomputed 128-d audio features only.
+    feature_size (`int`): channels of the pixel decoder (`SEM_SEG_HEAD.CONVS_DIM`).
+    mask_feature_size (`int`): channels of the mask features (`SEM_SEG_HEAD.MASK_DIM`).
+    encoder_layers (`int`): multi-scale deformable-attention encoder layers of the pixel decoder.
+    encoder_feedforward_dim (`int`): FFN width of those layers (hard-coded 1024 in the original).
+    encoder_n_points (`int`): sampling points per head and level.
+    num_feature_levels (`int`): backbone levels the deformable encoder attends to (res3..res5).
+    common_stride (`int`): stride of the mask features.
+    hidden_dim (`int`): width of the frame-level decoder (`MASK_FORMER.HIDDEN_DIM`).
+    num_attention_heads (`int`): heads of the frame-level decoder and of the deformable encoder.
+    dim_feedforward (`int`): FFN width of the frame-level decoder.
+    decoder_layers (`int`): frame-level decoder layers (the original's `DEC_LAYERS` minus one).
+    num_frame_queries (`int`): frame queries per frame.
+    enforce_input_projection (`bool`): a 1x1 input projection before the frame decoder even when widths match.
+    clip_hidden_dim (`int`), clip_num_attention_heads (`int`), clip_dim_feedforward (`int`): the clip-level
+        module (`MODEL.AVISM.*`).
+    clip_encoder_layers (`int`): layers of the frame-query window encoder and of the audio-visual fusion encoder.
+    clip_window_size (`int`): frames per temporal window (0: attend over the whole video).
+    clip_decoder_layers (`int`): clip-level decoder layers.
+    num_clip_queries (`int`): clip queries, one candidate instance each.
+    clip_enforce_input_projection (`bool`): a linear projection of the frame queries before the clip module.
+    num_frame_query_layers (`int`): frame-decoder layers whose queries train the clip module (`LAST_LAYER_NUM`).
+    audio_feature_size (`int`): width of one audio feature (VGGish: 128).
+    frame_chunk_size (`int`): frames per backbone + pixel decoder + frame decoder pass at inference.
+    mask_chunk_size (`int`): frames per mask upsampling pass at inference.
+    num_detections (`int`): top-k (clip query, class) pairs kept per video.
+    score_threshold (`float`): instances scoring at or below it are dropped.
+    pixel_mean, pixel_std (`list[float]`): RGB normalisation on the 0-255 scale.
+    size_divisibility (`int`): frames are zero-padded (after normalisation) to a multiple of it.
+    no_object_weight, class_weight, mask_weight, dice_weight, sim_weight (`float`): loss weights.
+    clip_no_object_weight (`float`): no-object weight of the clip-level classification loss.
+    train_num_points, oversample_ratio, importance_sample_ratio: point sampling of the mask losses.
+    """
+
+    model_type = "avis"
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet", init_kwargs=R50_BACKBONE),
+        "audio_config": SubConfigSpec(config_class=AvisVggishConfig, optional=True),
+    }
+    attribute_map = {"hidden_size": "hidden_dim"}
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    audio_config: dict | AvisVggishConfig | None = None
+    # pixel decoder
+    feature_size: int = 256
+    mask_feature_size: int = 256
+    encoder_layers: int = 6
+    encoder_feedforward_dim: int = 1024
+    encoder_n_points: int = 4
+    num_feature_levels: int = 3
+    common_stride: int = 4
+    # frame-level decoder
+    hidden_dim: int = 256
+    num_attention_heads: int = 8
+    dim_feedforward: int = 2048
+    decoder_layers: int = 9
+    num_frame_queries: int = 100
+    enforce_input_projection: bool = False
+    # clip-level module
+    clip_hidden_dim: int = 256
+    clip_num_attention_heads: int = 8
+    clip_dim_feedforward: int = 2048
+    clip_encoder_layers: int = 6
+    clip_window_size: int = 6
+    clip_decoder_layers: int = 3
+    num_clip_queries: int = 100
+    clip_enforce_input_projection: bool = True
+    num_frame_query_layers: int = 3
+    # audio
+    audio_feature_size: int = 128
+    # inference
+    frame_chunk_size: int = 18
+    mask_chunk_size: int = 5
+    num_detections: int = 100
+    score_threshold: float = 0.3
+    pixel_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN
+    pixel_std: list[float] | tuple[float, ...] = IMAGENET_STD
+    size_divisibility: int = 32
+    # training
+    no_object_weight: float = 0.1
+    clip_no_object_weight: float = 0.1
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    sim_weight: float = 0.5
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    init_xavier_std: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None:
+            self.id2label = dict(enumerate(AVISEG_LABELS))
+            self.label2id = {name: index for index, name in self.id2label.items()}
+        self.pixel_mean = list(self.pixel_mean)
+        self.pixel_std = list(self.pixel_std)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if self.backbone_config.model_type not in ("resnet", "swin"):
+            raise ValueError(f"AVISM runs on a ResNet or a Swin backbone, not {self.backbone_config.model_type!r}")
+        if self.hidden_dim % self.num_attention_heads or self.clip_hidden_dim % self.clip_num_attention_heads:
+            raise ValueError("the attention widths must be divisible by their numbers of heads")
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "AvisConfig":
+        """One of the four published models: `r50_imagenet`, `r50_coco`, `swinl_imagenet`, `swinl_coco`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **kwargs})
+
+
+# Differences between the published configs: Swin-L uses 200 frame queries; the COCO-pretrained models only
+# rename the clip module's weights (handled by the converter).
+PRESETS = {
+    "r50_imagenet": {"backbone_config": R50_BACKBONE},
+    "r50_coco": {"backbone_config": R50_BACKBONE},
+    "swinl_imagenet": {"backbone_config": SWIN_L_BACKBONE, "num_frame_queries": 200},
+    "swinl_coco": {"backbone_config": SWIN_L_BACKBONE, "num_frame_queries": 200},
+}
+
+__all__ = ["AVISEG_LABELS", "AvisConfig", "AvisVggishConfig", "PRESETS"]
