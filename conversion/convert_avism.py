@@ -1,0 +1,151 @@
+"""Convert a published AVISM checkpoint (detectron2 format) into a Hugging Face folder, and prove it.
+
+    python -m conversion.convert_avism CHECKPOINT OUTPUT_DIR --preset r50_imagenet
+    python -m conversion.convert_avism CHECKPOINT OUTPUT_DIR --config merged_config.yaml --verify io.safetensors
+
+The folder holds safetensors weights, the config (with `auto_map` and the modeling code for
+`trust_remote_code`), and a model card naming the source checkpoint and its published scores. `--verify` runs
+the converted model on an input file holding the original's inputs and outputs (the `io_*.safetensors` layout of
+the reference fixtures) and prints the largest difference of every captured stage.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation
+from modeling_avis.errors import AvisCheckpointError
+
+from .backbone_keys import convert_backbone_state_dict
+from .head_keys import TRAINING_ONLY_KEYS, convert_head_state_dict
+from .original_config import avis_config_from_original, load_original_config
+
+# The published models (AVISM README, model zoo): AVISeg test split, in percent.
+PUBLISHED = {
+    "r50_imagenet": {"file": "AVISM_R50_IN.pth", "pretraining": "ImageNet", "FSLA": 42.78, "HOTA": 61.73, "mAP": 40.57},
+    "r50_coco": {"file": "AVISM_R50_COCO.pth", "pretraining": "ImageNet & COCO", "FSLA": 44.42, "HOTA": 64.52,
+                 "mAP": 45.04},
+    "swinl_imagenet": {"file": "AVISM_SwinL_IN.pth", "pretraining": "ImageNet", "FSLA": 49.15, "HOTA": 68.81,
+                       "mAP": 49.06},
+    "swinl_coco": {"file": "AVISM_SwinL_COCO.pth", "pretraining": "ImageNet & COCO", "FSLA": 52.49, "HOTA": 71.13,
+                   "mAP": 53.46},
+}  # fmt: skip
+
+
+def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a detectron2 checkpoint (`{"model": state_dict, ...}`)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise AvisCheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__})") from error
+    state_dict = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict):
+        raise AvisCheckpointError(f"{path} is not a detectron2 checkpoint: it has no 'model' state dict")
+    return state_dict
+
+
+def convert_state_dict(original: dict[str, torch.Tensor], config: AvisConfig) -> dict[str, torch.Tensor]:
+    """Our AvisModel state dict from an original one; every original key is used or a known training buffer."""
+    backbone = {key: value for key, value in original.items() if key.startswith("backbone.")}
+    head = {key: value for key, value in original.items() if key not in backbone and key not in TRAINING_ONLY_KEYS}
+    num_fpn_levels = 4 - config.num_feature_levels
+    converted = {f"backbone.{key}": value for key, value in convert_backbone_state_dict(backbone, config).items()}
+    converted.update(convert_head_state_dict(head, num_fpn_levels))
+    unused = [key for key in head if not key.startswith(("sem_seg_head.", "avism_module.", "vita_module."))]
+    if unused:
+        raise AvisCheckpointError(f"unknown key in the original checkpoint: {unused[0]}")
+    return converted
+
+
+def build_converted_model(original: dict[str, torch.Tensor], config: AvisConfig):
+    """An AvisForAudioVisualInstanceSegmentation holding the original's weights, every tensor checked."""
+    model = AvisForAudioVisualInstanceSegmentation(config).eval()
+    converted = convert_state_dict(original, config)
+    expected = model.model.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    if missing or unexpected:
+        raise AvisCheckpointError(
+            f"the checkpoint does not fit the configuration: {len(missing)} missing keys (first: "
+            f"{missing[:1]}), {len(unexpected)} unexpected keys (first: {unexpected[:1]})"
+        )
+    for key, value in converted.items():
+        if value.shape != expected[key].shape:
+            raise AvisCheckpointError(f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(expected[key].shape)} expected")
+    model.model.load_state_dict(converted, strict=True)
+    return model
+
+
+def model_card(source: str, preset: str | None) -> str:
+    published = PUBLISHED.get(preset)
+    scores = (
+        f"| {published['pretraining']} | {published['FSLA']} | {published['HOTA']} | {published['mAP']} |"
+        if published
+        else "| (not a published model) | | | |"
+    )
+    return f"""---
+library_name: transformers
+tags: [audio-visual-instance-segmentation, video-instance-segmentation, avis]
+license: mit
+---
+# AVISM ({preset or "custom"})
+
+AVISM, the audio-visual instance segmentation model of *Audio-Visual Instance Segmentation* (Guo et al.,
+CVPR 2025), converted from the original detectron2 checkpoint `{source}` by `conversion/convert_avism.py` of
+the avis project. Given a video with its sound, it segments and tracks every object that makes sound
+(26 AVISeg classes).
+
+Published scores of the original checkpoint on the AVISeg test set:
+
+| pre-training | FSLA | HOTA | mAP |
+|---|---|---|---|
+{scores}
+
+Audio input: 128-d VGGish embeddings, one per frame (1-second windows).
+"""
+
+
+def verify(model, io_path: str | Path) -> dict[str, float]:
+    """Largest |ours - original| of each captured stage of an io file, printed and returned."""
+    from .verification import compare_with_original
+
+    return compare_with_original(model, io_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="the original checkpoint (.pth, detectron2 format)")
+    parser.add_argument("output_dir", help="where to write the Hugging Face folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", choices=sorted(PUBLISHED), help="one of the four published models")
+    source.add_argument("--config", help="the original's merged config (YAML dump of the detectron2 cfg)")
+    parser.add_argument("--verify", nargs="*", default=[], help="io_*.safetensors files to compare against")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
+    args = parser.parse_args(argv)
+
+    try:
+        config = (
+            AvisConfig.from_preset(args.preset)
+            if args.preset
+            else avis_config_from_original(load_original_config(args.config))
+        )
+        model = build_converted_model(load_original_state_dict(args.checkpoint), config)
+    except AvisCheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    output = Path(args.output_dir)
+    model.save_pretrained(output)
+    (output / "README.md").write_text(model_card(Path(args.checkpoint).name, args.preset))
+    print(f"saved {output}")
+    failures = 0
+    for io_path in args.verify:
+        failures += not verify(model, io_path)["passed"]
+    if args.push_to_hub:
+        model.push_to_hub(args.push_to_hub)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,698 @@
+"""AVISM: audio-visual instance segmentation (AVIS, CVPR 2025).
+
+Per frame, a backbone and a multi-scale deformable-attention pixel decoder give mask features; a frame-level
+decoder, whose queries first absorb the frame's audio, turns them into frame queries. Over the whole video, a
+clip-level module encodes the frame queries in temporal windows, fuses them with the audio track, and decodes
+clip queries: each one is a candidate sounding instance with a class and one mask embedding for all frames.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, logging
+
+from .backbone_avis import build_backbone
+from .configuration_avis import AvisConfig
+from .deformable_attention import AvisMultiscaleDeformableAttention, MultiScaleDeformableAttention
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class AvisFrameDecoderOutput(ModelOutput):
+    """
+    frame_queries (`(layers, N, fQ, C)`): normalised queries of the last `layers` decoder layers.
+    class_logits (`list` of `(N, fQ, K+1)`): predictions of every head (learnable queries, then each layer).
+    mask_logits (`list` of `(N, fQ, h, w)`): the matching stride-4 mask logits.
+    """
+
+    frame_queries: torch.Tensor | None = None
+    class_logits: list[torch.Tensor] | None = None
+    mask_logits: list[torch.Tensor] | None = None
+
+
+@dataclass
+class AvisClipOutput(ModelOutput):
+    """
+    class_logits (`(D, L, B, cQ, K+1)`): clip-level class logits of each decoder layer D (only the last one at
+        inference) for the frame queries of each of L frame-decoder layers.
+    mask_embeddings (`(D, L, B, cQ, mask_dim)`): the matching mask embeddings.
+    clip_query_embeddings (`(D, L, B, cQ, C)`): clip queries projected for the similarity loss.
+    frame_query_embeddings (`(L, B, T, fQ, C)`): audio-fused frame queries projected for the similarity loss.
+    """
+
+    class_logits: torch.Tensor | None = None
+    mask_embeddings: torch.Tensor | None = None
+    clip_query_embeddings: torch.Tensor | None = None
+    frame_query_embeddings: torch.Tensor | None = None
+
+
+@dataclass
+class AvisModelOutput(ModelOutput):
+    """
+    class_logits (`(B, cQ, K+1)`): clip-level class logits (last clip-decoder layer, last frame-decoder layer).
+    mask_embeddings (`(B, cQ, mask_dim)`): clip-level mask embeddings; a mask is their product with
+        `mask_features`.
+    mask_features (`(B, T, mask_dim, h, w)`): clip-level mask features at stride 4 of the padded frames.
+    frame_queries (`(B, T, fQ, C)`): frame queries of the last frame-decoder layer.
+    frame_decoder_output (`AvisFrameDecoderOutput`): every frame-level prediction (training).
+    clip_output (`AvisClipOutput`): every clip-level prediction (training).
+    """
+
+    class_logits: torch.Tensor | None = None
+    mask_embeddings: torch.Tensor | None = None
+    mask_features: torch.Tensor | None = None
+    frame_queries: torch.Tensor | None = None
+    frame_decoder_output: AvisFrameDecoderOutput | None = None
+    clip_output: AvisClipOutput | None = None
+
+
+@dataclass
+class AvisInstanceSegmentationOutput(AvisModelOutput):
+    """AvisModelOutput plus `loss` (the weighted sum) and `loss_dict` (every weighted term) when labels are given."""
+
+    loss: torch.Tensor | None = None
+    loss_dict: dict[str, torch.Tensor] | None = None
+
+
+def sine_position_embedding(height: int, width: int, num_feats: int, device, dtype=torch.float32) -> torch.Tensor:
+    """The normalised 2D sine embedding of DETR, (2 * num_feats, H, W): y features first, then x."""
+    scale, eps, temperature = 2 * math.pi, 1e-6, 10000
+    y_embed = torch.arange(1, height + 1, dtype=torch.float32, device=device)[:, None].expand(height, width)
+    x_embed = torch.arange(1, width + 1, dtype=torch.float32, device=device)[None, :].expand(height, width)
+    y_embed = y_embed / (height + eps) * scale
+    x_embed = x_embed / (width + eps) * scale
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+
+    def interleave(angles: torch.Tensor) -> torch.Tensor:
+        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    pos = torch.cat((interleave(y_embed[..., None] / dim_t), interleave(x_embed[..., None] / dim_t)), dim=-1)
+    return pos.permute(2, 0, 1).to(dtype)
+
+
+class AvisAttention(nn.Module):
+    """Multi-head attention with `nn.MultiheadAttention`'s parameters, run by `scaled_dot_product_attention`.
+
+    Inputs are batch-first with any number of leading batch dimensions: (..., L, C).
+    `attention_mask` is boolean (True = may attend) or additive float, broadcastable to (..., heads, Lq, S).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, query, key, value, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        query, key, value = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+        def split_heads(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)  # (..., heads, L, d)
+
+        output = F.scaled_dot_product_attention(split_heads(query), split_heads(key), split_heads(value), attention_mask)
+        return self.out_proj(output.transpose(-3, -2).flatten(-2))
+
+
+class AvisSelfAttentionLayer(nn.Module):
+    """Post-norm self-attention with a residual; positions are added to queries and keys, not values."""
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.self_attn = AvisAttention(embed_dim, num_heads)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None) -> torch.Tensor:
+        query = hidden_states if position_embeddings is None else hidden_states + position_embeddings
+        return self.norm(hidden_states + self.self_attn(query, query, hidden_states, attention_mask))
+
+
+class AvisCrossAttentionLayer(nn.Module):
+    """Post-norm cross-attention with a residual; positions are added to queries and keys, not values."""
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.multihead_attn = AvisAttention(embed_dim, num_heads)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(
+        self, hidden_states, memory, query_position=None, memory_position=None, attention_mask=None
+    ) -> torch.Tensor:
+        query = hidden_states if query_position is None else hidden_states + query_position
+        key = memory if memory_position is None else memory + memory_position
+        return self.norm(hidden_states + self.multihead_attn(query, key, memory, attention_mask))
+
+
+class AvisFeedForwardLayer(nn.Module):
+    def __init__(self, embed_dim: int, hidden_dim: int):
+        super().__init__()
+        self.linear1 = nn.Linear(embed_dim, hidden_dim)
+        self.linear2 = nn.Linear(hidden_dim, embed_dim)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.norm(hidden_states + self.linear2(F.relu(self.linear1(hidden_states))))
+
+
+class AvisMLP(nn.Module):
+    """Linear layers with ReLU between them (not after the last)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for index, layer in enumerate(self.layers):
+            hidden_states = layer(hidden_states)
+            if index < len(self.layers) - 1:
+                hidden_states = F.relu(hidden_states)
+        return hidden_states
+
+
+class AvisConvNorm(nn.Sequential):
+    """A convolution followed by GroupNorm(32) (and optionally ReLU), as the pixel decoder's D2 `Conv2d`."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, relu: bool = False):
+        layers = [
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
+            nn.GroupNorm(32, out_channels),
+        ]
+        super().__init__(*layers, *([nn.ReLU()] if relu else []))
+
+
+class AvisDeformableEncoderLayer(nn.Module):
+    def __init__(self, config: AvisConfig):
+        super().__init__()
+        dim = config.feature_size
+        self.self_attn = AvisMultiscaleDeformableAttention(
+            dim, config.num_attention_heads, config.num_feature_levels, config.encoder_n_points
+        )
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = AvisFeedForwardLayer(dim, config.encoder_feedforward_dim)
+
+    def forward(self, hidden_states, position_embeddings, reference_points, spatial_shapes, shapes_list, starts):
+        attended = self.self_attn(
+            hidden_states, position_embeddings, reference_points, spatial_shapes, shapes_list, starts
+        )
+        return self.ffn(self.norm1(hidden_states + attended))
+
+
+@dataclass
+class AvisPixelDecoderOutput(ModelOutput):
+    """
+    mask_features (`(N, mask_dim, h, w)`): stride-4 mask features of the frame-level decoder.
+    fpn_features (`(N, C, h, w)`): the stride-4 FPN output the mask features come from (the clip module
+        projects it with its own 1x1 convolution).
+    multi_scale_features (`list` of `(N, C, H_l, W_l)`): strides 32, 16, 8, the frame decoder's memory.
+    encoder_hidden_states (`tuple` of `(N, S, C)`): each deformable encoder layer's output (on request).
+    """
+
+    mask_features: torch.Tensor | None = None
+    fpn_features: torch.Tensor | None = None
+    multi_scale_features: list[torch.Tensor] | None = None
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class AvisPixelDecoder(nn.Module):
+    """Deformable-attention encoder over res3..res5, then an FPN step onto res2 for the stride-4 mask features."""
+
+    def __init__(self, config: AvisConfig, feature_channels: list[int]):
+        super().__init__()
+        dim = config.feature_size
+        levels = config.num_feature_levels
+        # from the lowest resolution (res5) to the highest the encoder sees (res3)
+        self.input_projections = nn.ModuleList(
+            AvisConvNorm(channels, dim, 1, bias=True) for channels in feature_channels[::-1][:levels]
+        )
+        self.level_embed = nn.Parameter(torch.empty(levels, dim))
+        self.encoder_layers = nn.ModuleList(AvisDeformableEncoderLayer(config) for _ in range(config.encoder_layers))
+        # one FPN step per halving between the encoder's finest stride (8) and the common stride (4)
+        num_fpn_levels = len(feature_channels) - levels
+        self.lateral_convs = nn.ModuleList(
+            AvisConvNorm(channels, dim, 1, bias=False) for channels in feature_channels[:num_fpn_levels][::-1]
+        )
+        self.output_convs = nn.ModuleList(
+            AvisConvNorm(dim, dim, 3, bias=False, relu=True) for _ in range(num_fpn_levels)
+        )
+        self.mask_projection = nn.Conv2d(dim, config.mask_feature_size, kernel_size=1)
+        self.num_levels = levels
+
+    def forward(self, features: list[torch.Tensor], output_hidden_states: bool = False) -> AvisPixelDecoderOutput:
+        # features: backbone maps from stride 4 to stride 32, (N, C_i, H_i, W_i)
+        encoder_inputs = features[::-1][: self.num_levels]
+        shapes_list = [tuple(f.shape[-2:]) for f in encoder_inputs]
+        device = features[0].device
+        hidden_states = torch.cat(
+            [proj(f).flatten(2).transpose(1, 2) for proj, f in zip(self.input_projections, encoder_inputs)], 1
+        )  # (N, S, C)
+        position_embeddings = torch.cat(
+            [
+                sine_position_embedding(h, w, hidden_states.shape[-1] // 2, device).flatten(1).T + self.level_embed[i]
+                for i, (h, w) in enumerate(shapes_list)
+            ]
+        )[None]  # (1, S, C)
+        spatial_shapes = torch.tensor(shapes_list, dtype=torch.long, device=device)
+        starts = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        # every token's reference point is its own pixel centre, the same on every level (no padding masks)
+        reference_points = torch.cat(
+            [
+                torch.stack(
+                    torch.meshgrid(
+                        (torch.arange(w, device=device) + 0.5) / w, (torch.arange(h, device=device) + 0.5) / h,
+                        indexing="xy",
+                    ),
+                    -1,
+                ).flatten(0, 1)
+                for h, w in shapes_list
+            ]
+        )[None, :, None].expand(1, -1, self.num_levels, 2)  # (1, S, levels, 2)
+
+        all_hidden_states = ()
+        for layer in self.encoder_layers:
+            hidden_states = layer(
+                hidden_states, position_embeddings, reference_points, spatial_shapes, shapes_list, starts
+            )
+            all_hidden_states += (hidden_states,)
+
+        batch = hidden_states.shape[0]
+        maps = [
+            level.transpose(1, 2).reshape(batch, -1, h, w)
+            for level, (h, w) in zip(hidden_states.split([h * w for h, w in shapes_list], dim=1), shapes_list)
+        ]
+        for lateral, output_conv, feature in zip(
+            self.lateral_convs, self.output_convs, features[: len(self.lateral_convs)][::-1]
+        ):
+            lateral_map = lateral(feature)
+            upsampled = F.interpolate(maps[-1], size=lateral_map.shape[-2:], mode="bilinear", align_corners=False)
+            maps.append(output_conv(lateral_map + upsampled))
+
+        return AvisPixelDecoderOutput(
+            mask_features=self.mask_projection(maps[-1]),
+            fpn_features=maps[-1],
+            multi_scale_features=maps[: self.num_levels],
+            encoder_hidden_states=all_hidden_states if output_hidden_states else None,
+        )
+
+
+class AvisFrameDecoder(nn.Module):
+    """The frame-level masked-attention decoder (Mask2Former's) whose queries first listen to the frame's audio.
+
+    Audio fusion: one audio token per frame, positioned by each query's embedding, attends to every feature level
+    without positional encoding; the three results are concatenated, projected and added to the queries.
+    """
+
+    def __init__(self, config: AvisConfig):
+        super().__init__()
+        dim, heads = config.hidden_dim, config.num_attention_heads
+        self.num_heads = heads
+        self.num_levels = config.num_feature_levels
+        self.num_output_layers = config.num_frame_query_layers
+        self.audio_projection = nn.Linear(config.audio_feature_size, dim)
+        self.audio_attention_layers = nn.ModuleList(
+            AvisCrossAttentionLayer(dim, heads) for _ in range(self.num_levels)
+        )
+        self.audio_fusion = nn.Linear(dim * self.num_levels, dim)
+        self.cross_attention_layers = nn.ModuleList(
+            AvisCrossAttentionLayer(dim, heads) for _ in range(config.decoder_layers)
+        )
+        self.self_attention_layers = nn.ModuleList(
+            AvisSelfAttentionLayer(dim, heads) for _ in range(config.decoder_layers)
+        )
+        self.ffn_layers = nn.ModuleList(
+            AvisFeedForwardLayer(dim, config.dim_feedforward) for _ in range(config.decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(dim)
+        self.query_features = nn.Embedding(config.num_frame_queries, dim)
+        self.query_position_embeddings = nn.Embedding(config.num_frame_queries, dim)
+        self.level_embed = nn.Embedding(self.num_levels, dim)
+        if config.feature_size != dim or config.enforce_input_projection:
+            self.input_projections = nn.ModuleList(
+                nn.Conv2d(config.feature_size, dim, kernel_size=1) for _ in range(self.num_levels)
+            )
+        else:
+            self.input_projections = nn.ModuleList(nn.Identity() for _ in range(self.num_levels))
+        self.class_predictor = nn.Linear(dim, config.num_labels + 1)
+        self.mask_embedder = AvisMLP(dim, dim, config.mask_feature_size, 3)
+
+    def forward(
+        self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor, audio_features: torch.Tensor
+    ) -> AvisFrameDecoderOutput:
+        # multi_scale_features: strides 32, 16, 8, (N, C, H_l, W_l); mask_features: (N, mask_dim, h, w);
+        # audio_features: (N, audio_dim), one per frame
+        batch = mask_features.shape[0]
+        memories, memory_positions, sizes = [], [], []
+        for level, feature in enumerate(multi_scale_features):
+            height, width = feature.shape[-2:]
+            sizes.append((height, width))
+            position = sine_position_embedding(height, width, self.decoder_norm.normalized_shape[0] // 2, feature.device)
+            memory_positions.append(position.flatten(1).T[None])  # (1, HW, C)
+            projected = self.input_projections[level](feature).flatten(2).transpose(1, 2)
+            memories.append(projected + self.level_embed.weight[level])  # (N, HW, C)
+
+        query_positions = self.query_position_embeddings.weight[None].expand(batch, -1, -1)  # (N, fQ, C)
+        queries = self.query_features.weight[None].expand(batch, -1, -1)
+
+        audio = self.audio_projection(audio_features)[:, None]  # (N, 1, C)
+        fused = [
+            layer(audio, memory, query_position=query_positions)
+            for layer, memory in zip(self.audio_attention_layers, memories)
+        ]  # each (N, fQ, C)
+        queries = queries + self.audio_fusion(torch.cat(fused, dim=-1))
+
+        class_logits, mask_logits, frame_queries = [], [], []
+        normed, logits, masks, attention_mask = self.predict(queries, mask_features, sizes[0])
+        class_logits.append(logits)
+        mask_logits.append(masks)
+        for index, (cross, self_attn, ffn) in enumerate(
+            zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
+        ):
+            level = index % self.num_levels
+            queries = cross(
+                queries, memories[level], query_positions, memory_positions[level], attention_mask=attention_mask
+            )
+            queries = self_attn(queries, query_positions)
+            queries = ffn(queries)
+            normed, logits, masks, attention_mask = self.predict(
+                queries, mask_features, sizes[(index + 1) % self.num_levels]
+            )
+            frame_queries.append(normed)
+            class_logits.append(logits)
+            mask_logits.append(masks)
+
+        num_layers = self.num_output_layers if self.training else 1
+        return AvisFrameDecoderOutput(
+            frame_queries=torch.stack(frame_queries[-num_layers:]), class_logits=class_logits, mask_logits=mask_logits
+        )
+
+    def predict(self, queries: torch.Tensor, mask_features: torch.Tensor, attention_size: tuple[int, int]):
+        """Class and mask predictions of the current queries, and the next layer's masked-attention mask."""
+        normed = self.decoder_norm(queries)  # (N, fQ, C)
+        class_logits = self.class_predictor(normed)
+        mask_logits = torch.einsum("nqc,nchw->nqhw", self.mask_embedder(normed), mask_features)
+        # a query attends only where its predicted mask (at the next level's size) is foreground
+        resized = F.interpolate(mask_logits, size=attention_size, mode="bilinear", align_corners=False)
+        allowed = (resized.sigmoid() >= 0.5).flatten(2)  # (N, fQ, HW)
+        # a query with an empty mask attends everywhere
+        allowed = allowed | ~allowed.any(-1, keepdim=True)
+        return normed, class_logits, mask_logits, allowed[:, None].detach()
+
+
+class AvisClipModule(nn.Module):
+    """The clip-level module: temporal window encoder, audio-visual fusion encoder and clip-query decoder.
+
+    Frame queries of consecutive frames attend to each other inside windows of `clip_window_size` frames,
+    alternating with windows shifted by half a window (at inference; training never shifts). Audio tokens, one per
+    frame query, attend to the frame queries with the same windows (always alternating) and are added to them.
+    Clip queries then attend to all audio-fused frame queries of the video.
+    """
+
+    def __init__(self, config: AvisConfig):
+        super().__init__()
+        dim, heads = config.clip_hidden_dim, config.clip_num_attention_heads
+        self.window_size = config.clip_window_size
+        self.audio_projection = nn.Linear(config.audio_feature_size, dim)
+        if config.hidden_dim != dim or config.clip_enforce_input_projection:
+            self.input_projection = nn.Linear(config.hidden_dim, dim)
+        else:
+            self.input_projection = nn.Identity()
+        self.mask_features_projection = nn.Conv2d(config.feature_size, config.mask_feature_size, kernel_size=1)
+        layers = config.clip_encoder_layers
+        self.encoder_self_attention_layers = nn.ModuleList(AvisSelfAttentionLayer(dim, heads) for _ in range(layers))
+        self.encoder_ffn_layers = nn.ModuleList(
+            AvisFeedForwardLayer(dim, config.clip_dim_feedforward) for _ in range(layers)
+        )
+        self.fusion_cross_attention_layers = nn.ModuleList(
+            AvisCrossAttentionLayer(dim, heads) for _ in range(layers)
+        )
+        self.fusion_ffn_layers = nn.ModuleList(
+            AvisFeedForwardLayer(dim, config.clip_dim_feedforward) for _ in range(layers)
+        )
+        decoder_layers = config.clip_decoder_layers
+        self.cross_attention_layers = nn.ModuleList(
+            AvisCrossAttentionLayer(dim, heads) for _ in range(decoder_layers)
+        )
+        self.self_attention_layers = nn.ModuleList(AvisSelfAttentionLayer(dim, heads) for _ in range(decoder_layers))
+        self.ffn_layers = nn.ModuleList(
+            AvisFeedForwardLayer(dim, config.clip_dim_feedforward) for _ in range(decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(dim)
+        self.query_features = nn.Embedding(config.num_clip_queries, dim)
+        self.query_position_embeddings = nn.Embedding(config.num_clip_queries, dim)
+        self.frame_query_position_embeddings = nn.Embedding(config.num_frame_queries, dim)
+        self.class_predictor = nn.Linear(dim, config.num_labels + 1)
+        self.mask_embedder = AvisMLP(dim, dim, config.mask_feature_size, 3)
+        self.frame_similarity_projection = nn.Linear(dim, dim)
+        self.clip_similarity_projection = nn.Linear(dim, dim)
+
+    def forward(self, frame_queries: torch.Tensor, audio_features: torch.Tensor) -> AvisClipOutput:
+        # frame_queries: (L, B, T, fQ, C) from L frame-decoder layers; audio_features: (B, T, audio_dim)
+        num_layers, batch, num_frames, num_queries, _ = frame_queries.shape
+        frame_queries = self.input_projection(frame_queries.flatten(0, 1))  # (LB, T, fQ, C), index l * B + b
+        audio = self.audio_projection(audio_features)  # (B, T, C)
+        audio = audio[None, :, :, None].expand(num_layers, -1, -1, num_queries, -1).flatten(0, 1)  # (LB, T, fQ, C)
+
+        window = self.window_size or num_frames
+        padded_frames = math.ceil(num_frames / window) * window
+        pad = (0, 0, 0, 0, 0, padded_frames - num_frames)
+        frame_queries, audio = F.pad(frame_queries, pad), F.pad(audio, pad)
+        is_padding = torch.arange(padded_frames, device=frame_queries.device) >= num_frames
+        window_mask = self.window_mask(is_padding, window, num_queries)
+        shifted_mask = self.shifted_window_mask(is_padding, window, num_queries)
+
+        for index in range(len(self.encoder_self_attention_layers)):
+            shifted = index % 2 == 1 and not self.training and self.window_size > 0
+            frame_queries = self.windowed(
+                frame_queries,
+                window,
+                shifted,
+                lambda x, mask, i=index: self.encoder_ffn_layers[i](
+                    self.encoder_self_attention_layers[i](x, attention_mask=mask)
+                ),
+                shifted_mask if shifted else window_mask,
+            )
+        for index in range(len(self.fusion_cross_attention_layers)):
+            shifted = index % 2 == 1 and self.window_size > 0
+            audio = self.windowed_pair(
+                audio,
+                frame_queries,
+                window,
+                shifted,
+                lambda x, memory, mask, i=index: self.fusion_ffn_layers[i](
+                    self.fusion_cross_attention_layers[i](x, memory, attention_mask=mask)
+                ),
+                shifted_mask if shifted else window_mask,
+            )
+
+        fused = (frame_queries + audio)[:, :num_frames].flatten(1, 2)  # (LB, T*fQ, C)
+        frame_query_embeddings = self.frame_similarity_projection(fused).view(
+            num_layers, batch, num_frames, num_queries, -1
+        )
+        memory_positions = self.frame_query_position_embeddings.weight.repeat(num_frames, 1)[None]  # (1, T*fQ, C)
+        query_positions = self.query_position_embeddings.weight[None]  # (1, cQ, C)
+        queries = self.query_features.weight[None].expand(fused.shape[0], -1, -1)  # (LB, cQ, C)
+        outputs = []
+        for index, (cross, self_attn, ffn) in enumerate(
+            zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
+        ):
+            queries = ffn(self_attn(cross(queries, fused, query_positions, memory_positions), query_positions))
+            if self.training or index == len(self.cross_attention_layers) - 1:
+                outputs.append(self.decoder_norm(queries).view(num_layers, batch, *queries.shape[1:]))
+        outputs = torch.stack(outputs)  # (D, L, B, cQ, C)
+        return AvisClipOutput(
+            class_logits=self.class_predictor(outputs),
+            mask_embeddings=self.mask_embedder(outputs),
+            clip_query_embeddings=self.clip_similarity_projection(outputs),
+            frame_query_embeddings=frame_query_embeddings,
+        )
+
+    @staticmethod
+    def window_mask(is_padding: torch.Tensor, window: int, num_queries: int) -> torch.Tensor:
+        """(Nw, 1, 1, W*fQ) bool: in plain windows every query may attend to every real frame's tokens."""
+        allowed = ~is_padding.view(-1, window)
+        return allowed.repeat_interleave(num_queries, dim=-1)[:, None, None]
+
+    @staticmethod
+    def shifted_window_mask(is_padding: torch.Tensor, window: int, num_queries: int) -> torch.Tensor:
+        """(Nw, 1, W*fQ, W*fQ) additive: -1000 where shifted windows must not attend (the original's mask).
+
+        After rolling by half a window, the first window holds the video's last frames next to its first ones:
+        those two parts may not attend to each other. In the first and last windows a padded frame neither
+        attends nor is attended to; in the other windows the original masks only padded queries (none fall there).
+        """
+        half = math.ceil(window / 2)
+        rolled = torch.roll(is_padding, half).view(-1, window)  # (Nw, W)
+        blocked = rolled[:, :, None].expand(-1, -1, window).clone()  # query frame is padding
+        for edge in (0, -1):
+            blocked[edge] = blocked[edge] | blocked[edge].T
+        blocked[0, :half, half:] = True
+        blocked[0, half:, :half] = True
+        blocked = blocked.repeat_interleave(num_queries, dim=1).repeat_interleave(num_queries, dim=2)
+        return (blocked.float() * -1000)[:, None]
+
+    def windowed(self, hidden_states, window, shifted, layer, mask):
+        """Run `layer` on each temporal window of (LB, T, fQ, C); shifted windows roll by half a window first."""
+        half = math.ceil(window / 2) if shifted else 0
+        batch, frames, queries, dim = hidden_states.shape
+        rolled = torch.roll(hidden_states, half, dims=1) if half else hidden_states
+        output = layer(rolled.reshape(batch, frames // window, window * queries, dim), mask)
+        output = output.view(batch, frames, queries, dim)
+        return torch.roll(output, -half, dims=1) if half else output
+
+    def windowed_pair(self, hidden_states, memory, window, shifted, layer, mask):
+        """As `windowed`, for a layer whose queries attend to a memory split into the same windows."""
+        half = math.ceil(window / 2) if shifted else 0
+        batch, frames, queries, dim = hidden_states.shape
+
+        def to_windows(x):
+            x = torch.roll(x, half, dims=1) if half else x
+            return x.reshape(batch, frames // window, window * queries, dim)
+
+        output = layer(to_windows(hidden_states), to_windows(memory), mask).view(batch, frames, queries, dim)
+        return torch.roll(output, -half, dims=1) if half else output
+
+
+class AvisPreTrainedModel(PreTrainedModel):
+    config_class = AvisConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("video", "audio")
+
+    def set_use_kernels(self, use_kernels, kernel_config=None, mode=None):
+        """As transformers', but a kernel that cannot be fetched or fit this device leaves the PyTorch path."""
+        try:
+            super().set_use_kernels(use_kernels, kernel_config, mode)
+        except Exception as error:  # offline Hub, no build for this device or torch: never fatal
+            logger.warning_once(
+                f"The deformable-attention kernel could not be loaded ({type(error).__name__}: {error}); "
+                "running the PyTorch implementation."
+            )
+            for module in self.modules():
+                if isinstance(module, MultiScaleDeformableAttention):
+                    module.__dict__.pop("forward", None)  # kernelize replaces forward per instance
+            self._use_kernels = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        # The original's initialisation: Xavier for the transformers' linear layers, C2 Xavier (Kaiming uniform,
+        # a=1) for 1x1 convolutions, Deformable DETR's rotating grid for the sampling offsets.
+        super()._init_weights(module)
+        if isinstance(module, AvisMultiscaleDeformableAttention):
+            init.zeros_(module.sampling_offsets.weight)
+            thetas = torch.arange(module.num_heads, dtype=torch.float32) * (2.0 * math.pi / module.num_heads)
+            grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+            grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(module.num_heads, 1, 1, 2)
+            grid = grid.repeat(1, module.n_levels, module.n_points, 1)
+            grid = grid * torch.arange(1, module.n_points + 1, dtype=torch.float32)[None, None, :, None]
+            init.copy_(module.sampling_offsets.bias, grid.flatten())
+            init.zeros_(module.attention_weights.weight)
+            init.zeros_(module.attention_weights.bias)
+            init.xavier_uniform_(module.value_proj.weight)
+            init.zeros_(module.value_proj.bias)
+            init.xavier_uniform_(module.output_proj.weight)
+            init.zeros_(module.output_proj.bias)
+        elif isinstance(module, AvisAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
+            init.kaiming_uniform_(module.weight, a=1)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight, gain=self.config.init_xavier_std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight)
+        elif isinstance(module, AvisPixelDecoder):
+            init.normal_(module.level_embed)
+
+
+class AvisModel(AvisPreTrainedModel):
+    def __init__(self, config: AvisConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.pixel_decoder = AvisPixelDecoder(config, self.backbone.channels)
+        self.frame_decoder = AvisFrameDecoder(config)
+        self.clip_module = AvisClipModule(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        audio_features: torch.Tensor,
+        output_hidden_states: bool = False,
+    ) -> AvisModelOutput:
+        r"""
+        pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
+        audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame (VGGish: 128-d).
+        """
+        batch, num_frames = pixel_values.shape[:2]
+        frames = pixel_values.flatten(0, 1)  # (B*T, 3, H, W), index b * T + t
+        audio = audio_features.flatten(0, 1)
+        # inference runs the per-frame part in chunks to bound memory; training needs every frame's graph
+        chunk = frames.shape[0] if self.training else self.config.frame_chunk_size
+        frame_outputs, mask_features = [], []
+        for start in range(0, frames.shape[0], chunk):
+            pixel_output = self.pixel_decoder(self.backbone(frames[start : start + chunk]))
+            frame_outputs.append(
+                self.frame_decoder(
+                    pixel_output.multi_scale_features, pixel_output.mask_features, audio[start : start + chunk]
+                )
+            )
+            mask_features.append(self.clip_module.mask_features_projection(pixel_output.fpn_features))
+        frame_output = _concatenate_frame_outputs(frame_outputs)
+        mask_features = torch.cat(mask_features).unflatten(0, (batch, num_frames))  # (B, T, mask_dim, h, w)
+
+        frame_queries = frame_output.frame_queries.unflatten(1, (batch, num_frames))  # (L, B, T, fQ, C)
+        clip_output = self.clip_module(frame_queries, audio_features)
+        return AvisModelOutput(
+            class_logits=clip_output.class_logits[-1, -1],
+            mask_embeddings=clip_output.mask_embeddings[-1, -1],
+            mask_features=mask_features,
+            frame_queries=frame_queries[-1],
+            frame_decoder_output=frame_output,
+            clip_output=clip_output,
+        )
+
+
+def _concatenate_frame_outputs(outputs: list[AvisFrameDecoderOutput]) -> AvisFrameDecoderOutput:
+    if len(outputs) == 1:
+        return outputs[0]
+    return AvisFrameDecoderOutput(
+        frame_queries=torch.cat([o.frame_queries for o in outputs], dim=1),
+        class_logits=[torch.cat(layer) for layer in zip(*(o.class_logits for o in outputs))],
+        mask_logits=[torch.cat(layer) for layer in zip(*(o.mask_logits for o in outputs))],
+    )
+
+
+class AvisForAudioVisualInstanceSegmentation(AvisPreTrainedModel):
+    def __init__(self, config: AvisConfig):
+        super().__init__(config)
+        self.model = AvisModel(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        audio_features: torch.Tensor,
+        mask_labels: list[torch.Tensor] | None = None,
+        class_labels: list[torch.Tensor] | None = None,
+    ) -> AvisInstanceSegmentationOutput:
+        r"""
+        pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
+        audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame.
+        mask_labels (`list` of `(N_b, T, H, W)`): ground-truth masks at the padded size (empty where absent).
+        class_labels (`list` of `(N_b,)`): ground-truth classes in [0, num_labels).
+        """
+        outputs = self.model(pixel_values, audio_features)
+        return AvisInstanceSegmentationOutput(**outputs)
