@@ -1,18 +1,108 @@
-"""Placeholder until the backbone branch lands: transformers' backbone, feature maps as a list."""
+"""The two backbones of AVISM on transformers' ResNet and Swin, computing what the original's detectron2 ResNet-50
+(frozen batch norm) and D2SwinTransformer compute."""
 
+import torch
 from torch import nn
-from transformers import AutoBackbone
+from transformers import PreTrainedConfig, ResNetBackbone, SwinBackbone
+from transformers.models.swin.modeling_swin import SwinMLP
+
+# The pixel decoder reads res2..res5 (strides 4, 8, 16, 32): the four stages of either backbone.
+BACKBONE_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
-class _Backbone(nn.Module):
-    def __init__(self, backbone_config):
+class AvisFrozenBatchNorm2d(nn.Module):
+    """
+    Batch norm with fixed statistics and affine parameters, as detectron2's `FrozenBatchNorm2d`: all four are
+    buffers, so neither train mode nor the optimizer changes them. The state-dict keys are those of `nn.BatchNorm2d`
+    without `num_batches_tracked`.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
-        self.backbone = AutoBackbone.from_config(backbone_config)
-        self.channels = list(self.backbone.channels)
+        self.eps = eps
+        self.weight = nn.Buffer(torch.ones(num_features))
+        self.bias = nn.Buffer(torch.zeros(num_features))
+        self.running_mean = nn.Buffer(torch.zeros(num_features))
+        self.running_var = nn.Buffer(torch.ones(num_features))
 
-    def forward(self, pixel_values):
-        return list(self.backbone(pixel_values).feature_maps)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A transformers ResNet checkpoint carries the counter of a trainable batch norm; it has no meaning here.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (N, C, H, W) -> (N, C, H, W), normalised with the stored statistics whatever the module's mode.
+        return nn.functional.batch_norm(
+            hidden_states, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
 
 
-def build_backbone(backbone_config) -> nn.Module:
-    return _Backbone(backbone_config)
+def _freeze_batch_norm(module: nn.Module) -> None:
+    """Replace every `nn.BatchNorm2d` under `module` with a fresh `AvisFrozenBatchNorm2d` (`post_init` fills it)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, AvisFrozenBatchNorm2d(child.num_features, eps=child.eps))
+        else:
+            _freeze_batch_norm(child)
+
+
+class AvisResNetBackbone(ResNetBackbone):
+    """
+    detectron2's ResNet as the original runs it: max-pool stem, stride in the 3x3 convolution
+    (`downsample_in_bottleneck=False`) and frozen batch norm.
+    """
+
+    def __init__(self, config: PreTrainedConfig):
+        super().__init__(config)
+        _freeze_batch_norm(self)
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # (N, 3, H, W) normalised and padded to a multiple of 32 -> res2..res5, each (N, C_i, H / s_i, W / s_i)
+        return super().forward(pixel_values).feature_maps
+
+
+class AvisSwinMLP(SwinMLP):
+    """Swin's MLP followed by stochastic depth: D2 Swin drops the MLP branch of a block as well as its attention
+    branch, while transformers' `SwinLayer` drops only the attention branch."""
+
+    def __init__(self, config: PreTrainedConfig, dim: int, drop_path: nn.Module):
+        super().__init__(config, dim)
+        self.drop_path = drop_path
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(super().forward(hidden_states))
+
+
+class AvisSwinBackbone(SwinBackbone):
+    """
+    D2SwinTransformer on transformers' Swin: each stage is padded to a multiple of the window and always keeps its
+    full window and shift, however small the stage (`SwinBackbone` partitions with `always_partition=True`; the
+    shift mask is -100), and each output stage goes through its own LayerNorm.
+    """
+
+    def __init__(self, config: PreTrainedConfig):
+        super().__init__(config)
+        # The backbone outputs are the per-stage norms; D2 Swin has no norm after the last stage.
+        self.swin.layernorm = nn.Identity()
+        for stage in self.swin.encoder.layers:
+            for block in stage.blocks:
+                # The block's own stochastic-depth module: same rate on both branches, drawn independently.
+                block.mlp = AvisSwinMLP(config, block.layernorm_after.normalized_shape[0], block.drop_path)
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # (N, 3, H, W) normalised and padded to a multiple of 32 -> res2..res5, each (N, C_i, H / s_i, W / s_i)
+        return super().forward(pixel_values).feature_maps
+
+
+BACKBONE_CLASSES = {"resnet": AvisResNetBackbone, "swin": AvisSwinBackbone}
+
+
+def build_backbone(backbone_config: PreTrainedConfig) -> AvisResNetBackbone | AvisSwinBackbone:
+    """The backbone of `AvisConfig.backbone_config`: a transformers ResNet or Swin config with the four stages."""
+    if backbone_config.model_type not in BACKBONE_CLASSES:
+        raise ValueError(f"AVISM runs on a ResNet or a Swin backbone, not {backbone_config.model_type!r}")
+    if list(backbone_config.out_features) != BACKBONE_STAGES:
+        raise ValueError(f"the backbone must output {BACKBONE_STAGES}, not {backbone_config.out_features}")
+    return BACKBONE_CLASSES[backbone_config.model_type](backbone_config)
