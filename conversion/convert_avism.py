@@ -51,7 +51,10 @@ def convert_state_dict(original: dict[str, torch.Tensor], config: AvisConfig) ->
     backbone = {key: value for key, value in original.items() if key.startswith("backbone.")}
     head = {key: value for key, value in original.items() if key not in backbone and key not in TRAINING_ONLY_KEYS}
     num_fpn_levels = 4 - config.num_feature_levels
-    converted = {f"backbone.{key}": value for key, value in convert_backbone_state_dict(backbone, config).items()}
+    converted = {
+        f"backbone.{key}": value
+        for key, value in convert_backbone_state_dict(backbone, config.backbone_config).items()
+    }
     converted.update(convert_head_state_dict(head, num_fpn_levels))
     unused = [key for key in head if not key.startswith(("sem_seg_head.", "avism_module.", "vita_module."))]
     if unused:
@@ -59,21 +62,27 @@ def convert_state_dict(original: dict[str, torch.Tensor], config: AvisConfig) ->
     return converted
 
 
-def build_converted_model(original: dict[str, torch.Tensor], config: AvisConfig):
-    """An AvisForAudioVisualInstanceSegmentation holding the original's weights, every tensor checked."""
-    model = AvisForAudioVisualInstanceSegmentation(config).eval()
-    converted = convert_state_dict(original, config)
-    expected = model.model.state_dict()
+def check_state_dict(converted: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Raise AvisCheckpointError unless `converted` has exactly the keys and shapes of `expected`."""
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
     if missing or unexpected:
         raise AvisCheckpointError(
-            f"the checkpoint does not fit the configuration: {len(missing)} missing keys (first: "
-            f"{missing[:1]}), {len(unexpected)} unexpected keys (first: {unexpected[:1]})"
+            f"the checkpoint does not fit the configuration: {len(missing)} missing keys {missing[:1]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:1]}"
         )
     for key, value in converted.items():
         if value.shape != expected[key].shape:
-            raise AvisCheckpointError(f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(expected[key].shape)} expected")
+            raise AvisCheckpointError(
+                f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(expected[key].shape)} expected"
+            )
+
+
+def build_converted_model(original: dict[str, torch.Tensor], config: AvisConfig):
+    """An AvisForAudioVisualInstanceSegmentation holding the original's weights, every tensor checked."""
+    model = AvisForAudioVisualInstanceSegmentation(config).eval()
+    converted = convert_state_dict(original, config)
+    check_state_dict(converted, model.model.state_dict())
     model.model.load_state_dict(converted, strict=True)
     return model
 

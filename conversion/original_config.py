@@ -7,8 +7,7 @@ import yaml
 from modeling_avis.configuration_avis import AVISEG_LABELS, AvisConfig
 from modeling_avis.errors import AvisCheckpointError
 
-# ResNet depth -> blocks per stage (detectron2's build_resnet_backbone)
-RESNET_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
+from .backbone_keys import original_backbone_config
 
 
 def load_original_config(path: str | Path) -> dict:
@@ -16,56 +15,9 @@ def load_original_config(path: str | Path) -> dict:
         return yaml.safe_load(handle)
 
 
-def _resnet_config(model: dict) -> dict:
-    resnets = model["RESNETS"]
-    if resnets["DEPTH"] not in RESNET_DEPTHS:
-        raise AvisCheckpointError(f"ResNet depth {resnets['DEPTH']} is not supported (50 or 101)")
-    if resnets.get("STRIDE_IN_1X1", False) or resnets.get("NUM_GROUPS", 1) != 1:
-        raise AvisCheckpointError("only ResNets with the stride in the 3x3 convolution and one group are supported")
-    res2 = resnets["RES2_OUT_CHANNELS"]
-    # transformers' bottleneck reduces by 4: detectron2's bottleneck width must be a quarter of the stage width
-    if resnets["WIDTH_PER_GROUP"] * resnets.get("NUM_GROUPS", 1) * 4 != res2:
-        raise AvisCheckpointError("the ResNet bottleneck width must be a quarter of RES2_OUT_CHANNELS")
-    return {
-        "model_type": "resnet",
-        "embedding_size": resnets["STEM_OUT_CHANNELS"],
-        "hidden_sizes": [res2 * 2**stage for stage in range(4)],
-        "depths": RESNET_DEPTHS[resnets["DEPTH"]],
-        "layer_type": "bottleneck",
-        "downsample_in_bottleneck": False,
-        "out_features": ["stage1", "stage2", "stage3", "stage4"],
-    }
-
-
-def _swin_config(model: dict) -> dict:
-    swin = model["SWIN"]
-    if swin.get("APE", False):
-        raise AvisCheckpointError("Swin with absolute position embeddings (APE) is not supported")
-    return {
-        "model_type": "swin",
-        "image_size": swin["PRETRAIN_IMG_SIZE"],
-        "patch_size": swin.get("PATCH_SIZE", 4),
-        "embed_dim": swin["EMBED_DIM"],
-        "depths": list(swin["DEPTHS"]),
-        "num_heads": list(swin["NUM_HEADS"]),
-        "window_size": swin["WINDOW_SIZE"],
-        "mlp_ratio": swin.get("MLP_RATIO", 4.0),
-        "qkv_bias": swin.get("QKV_BIAS", True),
-        "drop_path_rate": swin.get("DROP_PATH_RATE", 0.3),
-        "out_features": ["stage1", "stage2", "stage3", "stage4"],
-    }
-
-
 def avis_config_from_original(cfg: dict) -> AvisConfig:
     """Every AvisConfig field from the original's merged config; unsupported variants are errors."""
     model = cfg["MODEL"]
-    backbone_name = model["BACKBONE"]["NAME"]
-    if backbone_name == "build_resnet_backbone":
-        backbone = _resnet_config(model)
-    elif backbone_name == "D2SwinTransformer":
-        backbone = _swin_config(model)
-    else:
-        raise AvisCheckpointError(f"backbone {backbone_name!r} is not supported (ResNet or D2SwinTransformer)")
     head, decoder, clip = model["SEM_SEG_HEAD"], model["MASK_FORMER"], model["AVISM"]
     if decoder.get("PRE_NORM", False) or clip.get("PRE_NORM", False):
         raise AvisCheckpointError("pre-norm transformer decoders are not supported")
@@ -75,7 +27,7 @@ def avis_config_from_original(cfg: dict) -> AvisConfig:
     labels = {} if num_classes == len(AVISEG_LABELS) else {"id2label": {i: f"class_{i}" for i in range(num_classes)}}
     return AvisConfig(
         **labels,
-        backbone_config=backbone,
+        backbone_config=original_backbone_config(model),
         feature_size=head["CONVS_DIM"],
         mask_feature_size=head["MASK_DIM"],
         encoder_layers=head["TRANSFORMER_ENC_LAYERS"],

@@ -44,12 +44,16 @@ class AvisClipOutput(ModelOutput):
     mask_embeddings (`(D, L, B, cQ, mask_dim)`): the matching mask embeddings.
     clip_query_embeddings (`(D, L, B, cQ, C)`): clip queries projected for the similarity loss.
     frame_query_embeddings (`(L, B, T, fQ, C)`): audio-fused frame queries projected for the similarity loss.
+    encoded_frame_queries (`(L, B, T, fQ, C)`): frame queries after the temporal window encoder.
+    audio_visual_features (`(L, B, T, fQ, C)`): audio tokens after the audio-visual fusion encoder.
     """
 
     class_logits: torch.Tensor | None = None
     mask_embeddings: torch.Tensor | None = None
     clip_query_embeddings: torch.Tensor | None = None
     frame_query_embeddings: torch.Tensor | None = None
+    encoded_frame_queries: torch.Tensor | None = None
+    audio_visual_features: torch.Tensor | None = None
 
 
 @dataclass
@@ -119,7 +123,9 @@ class AvisAttention(nn.Module):
         def split_heads(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)  # (..., heads, L, d)
 
-        output = F.scaled_dot_product_attention(split_heads(query), split_heads(key), split_heads(value), attention_mask)
+        output = F.scaled_dot_product_attention(
+            split_heads(query), split_heads(key), split_heads(value), attention_mask
+        )
         return self.out_proj(output.transpose(-3, -2).flatten(-2))
 
 
@@ -268,7 +274,8 @@ class AvisPixelDecoder(nn.Module):
             [
                 torch.stack(
                     torch.meshgrid(
-                        (torch.arange(w, device=device) + 0.5) / w, (torch.arange(h, device=device) + 0.5) / h,
+                        (torch.arange(w, device=device) + 0.5) / w,
+                        (torch.arange(h, device=device) + 0.5) / h,
                         indexing="xy",
                     ),
                     -1,
@@ -354,7 +361,9 @@ class AvisFrameDecoder(nn.Module):
         for level, feature in enumerate(multi_scale_features):
             height, width = feature.shape[-2:]
             sizes.append((height, width))
-            position = sine_position_embedding(height, width, self.decoder_norm.normalized_shape[0] // 2, feature.device)
+            position = sine_position_embedding(
+                height, width, self.decoder_norm.normalized_shape[0] // 2, feature.device
+            )
             memory_positions.append(position.flatten(1).T[None])  # (1, HW, C)
             projected = self.input_projections[level](feature).flatten(2).transpose(1, 2)
             memories.append(projected + self.level_embed.weight[level])  # (N, HW, C)
@@ -431,16 +440,12 @@ class AvisClipModule(nn.Module):
         self.encoder_ffn_layers = nn.ModuleList(
             AvisFeedForwardLayer(dim, config.clip_dim_feedforward) for _ in range(layers)
         )
-        self.fusion_cross_attention_layers = nn.ModuleList(
-            AvisCrossAttentionLayer(dim, heads) for _ in range(layers)
-        )
+        self.fusion_cross_attention_layers = nn.ModuleList(AvisCrossAttentionLayer(dim, heads) for _ in range(layers))
         self.fusion_ffn_layers = nn.ModuleList(
             AvisFeedForwardLayer(dim, config.clip_dim_feedforward) for _ in range(layers)
         )
         decoder_layers = config.clip_decoder_layers
-        self.cross_attention_layers = nn.ModuleList(
-            AvisCrossAttentionLayer(dim, heads) for _ in range(decoder_layers)
-        )
+        self.cross_attention_layers = nn.ModuleList(AvisCrossAttentionLayer(dim, heads) for _ in range(decoder_layers))
         self.self_attention_layers = nn.ModuleList(AvisSelfAttentionLayer(dim, heads) for _ in range(decoder_layers))
         self.ffn_layers = nn.ModuleList(
             AvisFeedForwardLayer(dim, config.clip_dim_feedforward) for _ in range(decoder_layers)
@@ -493,7 +498,8 @@ class AvisClipModule(nn.Module):
                 shifted_mask if shifted else window_mask,
             )
 
-        fused = (frame_queries + audio)[:, :num_frames].flatten(1, 2)  # (LB, T*fQ, C)
+        frame_queries, audio = frame_queries[:, :num_frames], audio[:, :num_frames]
+        fused = (frame_queries + audio).flatten(1, 2)  # (LB, T*fQ, C)
         frame_query_embeddings = self.frame_similarity_projection(fused).view(
             num_layers, batch, num_frames, num_queries, -1
         )
@@ -513,6 +519,8 @@ class AvisClipModule(nn.Module):
             mask_embeddings=self.mask_embedder(outputs),
             clip_query_embeddings=self.clip_similarity_projection(outputs),
             frame_query_embeddings=frame_query_embeddings,
+            encoded_frame_queries=frame_queries.unflatten(0, (num_layers, batch)),
+            audio_visual_features=audio.unflatten(0, (num_layers, batch)),
         )
 
     @staticmethod

@@ -122,7 +122,13 @@ def post_process_video_instance_segmentation(
 ) -> tuple[AvisVideoInstances, torch.Tensor]:
     """`score_instances` and all their masks at once: (instances, masks (N, T, H, W) bool)."""
     instances = score_instances(
-        class_logits, mask_embeddings, mask_features, padded_size, image_size, num_detections, score_threshold,
+        class_logits,
+        mask_embeddings,
+        mask_features,
+        padded_size,
+        image_size,
+        num_detections,
+        score_threshold,
         chunk_size,
     )
     chunks = instance_mask_chunks(instances, mask_features, padded_size, image_size, target_size, chunk_size)

@@ -1,0 +1,61 @@
+"""Shared helpers: where the reference fixtures live, and a tiny random-weight AVISM configuration."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modeling_avis import AvisConfig
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+ORIGINAL = FIXTURES / "original"
+MEDIA = SHARED / "media"
+
+
+def original_io_cases() -> list[tuple[str, str]]:
+    """(model folder, io file) for every io entry of every original-model manifest."""
+    cases = []
+    for manifest in sorted(ORIGINAL.glob("*/manifest.json")):
+        for entry in json.loads(manifest.read_text())["io"].values():
+            cases.append((manifest.parent.name, entry["file"]))
+    return cases
+
+
+def tiny_config(**overrides) -> AvisConfig:
+    """A small AVISM whose every part is exercised (two windows, shifted layers, three FPN inputs)."""
+    settings = dict(
+        backbone_config=dict(
+            model_type="resnet",
+            embedding_size=8,
+            hidden_sizes=[32, 64, 128, 256],
+            depths=[1, 1, 1, 1],
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        ),
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        num_attention_heads=4,
+        dim_feedforward=64,
+        encoder_layers=2,
+        encoder_feedforward_dim=64,
+        decoder_layers=3,
+        num_frame_queries=10,
+        clip_hidden_dim=32,
+        clip_num_attention_heads=4,
+        clip_dim_feedforward=64,
+        clip_encoder_layers=2,
+        clip_window_size=4,
+        clip_decoder_layers=2,
+        num_clip_queries=8,
+    )
+    settings.update(overrides)
+    return AvisConfig(**settings)
+
+
+@pytest.fixture
+def tiny_inputs():
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(1, 7, 3, 64, 96, generator=generator), torch.randn(1, 7, 128, generator=generator)
