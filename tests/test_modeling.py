@@ -1,0 +1,231 @@
+"""AVISM as a transformers model: outputs, save/load, Auto classes, remote code, kernels."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import huggingface_hub
+import pytest
+import torch
+from kernels import LayerRepository, LocalLayerRepository, Mode, kernelize, use_kernel_mapping
+from transformers import AutoConfig, AutoModel
+
+from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisModel
+from modeling_avis.deformable_attention import MultiScaleDeformableAttention
+
+from .conftest import tiny_config
+
+
+def run(model, pixel_values, audio_features):
+    with torch.no_grad():
+        return model(pixel_values, audio_features)
+
+
+def test_inference_outputs_have_the_documented_shapes(tiny_inputs):
+    model = AvisModel(tiny_config()).eval()
+    output = run(model, *tiny_inputs)
+    assert output.class_logits.shape == (1, 8, 27)
+    assert output.mask_embeddings.shape == (1, 8, 32)
+    assert output.mask_features.shape == (1, 7, 32, 16, 24)
+    assert output.frame_queries.shape == (1, 7, 10, 32)
+    assert torch.isfinite(output.class_logits).all()
+
+
+def test_training_outputs_cover_every_supervised_layer(tiny_inputs):
+    config = tiny_config()
+    model = AvisModel(config).train()
+    output = model(*tiny_inputs)
+    frames = output.frame_decoder_output
+    assert len(frames.class_logits) == len(frames.mask_logits) == config.decoder_layers + 1
+    assert frames.frame_queries.shape == (config.num_frame_query_layers, 7, 10, 32)
+    clip = output.clip_output
+    layers = (config.clip_decoder_layers, config.num_frame_query_layers, 1)
+    assert clip.class_logits.shape == (*layers, 8, 27)
+    assert clip.mask_embeddings.shape == (*layers, 8, 32)
+    assert clip.clip_query_embeddings.shape == (*layers, 8, 32)
+    assert clip.frame_query_embeddings.shape == (config.num_frame_query_layers, 1, 7, 10, 32)
+    clip.class_logits.sum().backward()
+    assert model.frame_decoder.query_features.weight.grad.abs().sum() > 0
+
+
+def test_frame_chunks_do_not_change_the_result(tiny_inputs):
+    torch.manual_seed(0)
+    whole = AvisModel(tiny_config(frame_chunk_size=100)).eval()
+    chunked = AvisModel(tiny_config(frame_chunk_size=3)).eval()
+    chunked.load_state_dict(whole.state_dict())
+    a, b = run(whole, *tiny_inputs), run(chunked, *tiny_inputs)
+    assert (a.class_logits - b.class_logits).abs().max() < 1e-5
+    assert (a.mask_features - b.mask_features).abs().max() < 1e-5
+
+
+def test_a_batch_of_two_videos_equals_two_single_runs(tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisModel(tiny_config()).eval()
+    pixels, audio = tiny_inputs
+    other_pixels, other_audio = torch.randn_like(pixels), torch.randn_like(audio)
+    batched = run(model, torch.cat([pixels, other_pixels]), torch.cat([audio, other_audio]))
+    first, second = run(model, pixels, audio), run(model, other_pixels, other_audio)
+    assert (batched.class_logits[0] - first.class_logits[0]).abs().max() < 1e-5
+    assert (batched.class_logits[1] - second.class_logits[0]).abs().max() < 1e-5
+    assert (batched.mask_embeddings[1] - second.mask_embeddings[0]).abs().max() < 1e-5
+
+
+def test_the_audio_changes_the_prediction(tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisModel(tiny_config()).eval()
+    pixels, audio = tiny_inputs
+    delta = (run(model, pixels, audio).class_logits - run(model, pixels, torch.zeros_like(audio)).class_logits).abs()
+    assert delta.max() > 1e-3
+
+
+def test_save_and_load_round_trip_through_safetensors(tmp_path, tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisForAudioVisualInstanceSegmentation(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = AvisForAudioVisualInstanceSegmentation.from_pretrained(tmp_path).eval()
+    assert torch.equal(run(model, *tiny_inputs).class_logits, run(loaded, *tiny_inputs).class_logits)
+
+
+def test_auto_classes_load_a_saved_folder(tmp_path, tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisForAudioVisualInstanceSegmentation(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), AvisConfig)
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(base) is AvisModel
+    assert torch.equal(run(model, *tiny_inputs).class_logits, run(base, *tiny_inputs).class_logits)
+
+
+def test_remote_code_loads_where_the_package_was_never_imported(tmp_path, tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisForAudioVisualInstanceSegmentation(tiny_config()).eval()
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_avis.AvisForAudioVisualInstanceSegmentation"
+    assert {"modeling_avis.py", "configuration_avis.py", "deformable_attention.py"} <= {
+        path.name for path in folder.iterdir()
+    }
+    torch.save(tiny_inputs, tmp_path / "inputs.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert "modeling_avis" not in sys.modules
+        pixels, audio = torch.load({str(tmp_path / "inputs.pt")!r})
+        with torch.no_grad():
+            torch.save(model(pixels, audio).class_logits, {str(tmp_path / "logits.pt")!r})
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert torch.equal(torch.load(tmp_path / "logits.pt"), run(model, *tiny_inputs).class_logits)
+
+
+def _write_local_kernel(root):
+    """A kernel repository whose MultiScaleDeformableAttention samples with explicit bilinear gathers."""
+    variant = root / "build" / "torch-universal"
+    package = variant / "avis_test_kernel"
+    package.mkdir(parents=True)
+    (variant / "metadata.json").write_text(
+        json.dumps(
+            {
+                "id": "avis-test-kernel",
+                "name": "avis-test-kernel",
+                "version": 1,
+                "license": "MIT",
+                "python-depends": [],
+                "backend": {"type": "cpu"},
+            }
+        )
+    )
+    (package / "__init__.py").write_text("from . import layers\n")
+    (package / "layers.py").write_text(
+        textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        CALLS = []
+
+
+        def _bilinear(value, height, width, x, y):
+            # value: (N, heads, H*W, d); x, y: (N, heads, Lq, P) pixel coordinates (centres at +0.5)
+            x, y = x - 0.5, y - 0.5
+            x0, y0 = x.floor(), y.floor()
+            output = 0
+            for dx in (0, 1):
+                for dy in (0, 1):
+                    xi, yi = x0 + dx, y0 + dy
+                    weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+                    inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+                    index = (yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).long()
+                    gathered = torch.gather(
+                        value[:, :, None].expand(-1, -1, index.shape[2], -1, -1),
+                        3,
+                        index.flatten(3)[..., None].expand(-1, -1, -1, -1, value.shape[-1]),
+                    )
+                    output = output + gathered * (weight * inside)[..., None]
+            return output  # (N, heads, Lq, P, d)
+
+
+        class MultiScaleDeformableAttention(nn.Module):
+            def forward(self, value, value_spatial_shapes, value_spatial_shapes_list, level_start_index,
+                        sampling_locations, attention_weights, im2col_step):
+                CALLS.append(value.shape)
+                batch, _, heads, dim = value.shape
+                queries = sampling_locations.shape[1]
+                values = value.split([h * w for h, w in value_spatial_shapes_list], dim=1)
+                output = 0
+                for level, (height, width) in enumerate(value_spatial_shapes_list):
+                    location = sampling_locations[:, :, :, level].transpose(1, 2)  # (N, heads, Lq, P, 2)
+                    sampled = _bilinear(values[level].transpose(1, 2), height, width,
+                                        location[..., 0] * width, location[..., 1] * height)
+                    weights = attention_weights[:, :, :, level].transpose(1, 2)[..., None]
+                    output = output + (sampled * weights).sum(3)
+                return output.transpose(1, 2).reshape(batch, queries, heads * dim)
+        """)
+    )
+    return root
+
+
+def test_kernelize_swaps_in_a_kernel_layer_that_gives_the_same_outputs(tmp_path, tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisModel(tiny_config()).eval()
+    reference = run(model, *tiny_inputs)
+    repository = LocalLayerRepository(
+        _write_local_kernel(tmp_path / "kernel"), layer_name="MultiScaleDeformableAttention"
+    )
+    with use_kernel_mapping({"MultiScaleDeformableAttention": {"cpu": repository}}, inherit_mapping=False):
+        kernelize(model, device="cpu", mode=Mode.INFERENCE, use_fallback=False)
+    swapped = run(model, *tiny_inputs)
+    layers = sys.modules["avis-test-kernel.layers"]
+    assert len(layers.CALLS) == model.config.encoder_layers
+    assert (swapped.class_logits - reference.class_logits).abs().max() < 1e-4
+    assert (swapped.mask_features - reference.mask_features).abs().max() < 1e-4
+
+
+def test_an_unreachable_kernel_hub_warns_and_keeps_pytorch(monkeypatch, tiny_inputs, caplog):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    torch.manual_seed(0)
+    model = AvisModel(tiny_config()).eval()
+    reference = run(model, *tiny_inputs)
+    hub = LayerRepository(
+        repo_id="kernels-community/deformable-detr", layer_name="MultiScaleDeformableAttention", version=1
+    )
+    with use_kernel_mapping({"MultiScaleDeformableAttention": {"cpu": hub}}, inherit_mapping=False):
+        with caplog.at_level("WARNING"):
+            model.set_use_kernels(True)
+    assert "running the PyTorch implementation" in caplog.text
+    assert not model.use_kernels
+    attention = next(m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention))
+    assert "forward" not in attention.__dict__
+    assert torch.equal(run(model, *tiny_inputs).class_logits, reference.class_logits)
+
+
+@pytest.mark.parametrize("window", [0, 3, 6])
+def test_clip_window_settings_run_and_pad(window, tiny_inputs):
+    model = AvisModel(tiny_config(clip_window_size=window)).eval()
+    output = run(model, *tiny_inputs)
+    assert output.clip_output.encoded_frame_queries.shape == (1, 1, 7, 10, 32)
+    assert torch.isfinite(output.class_logits).all()
