@@ -120,4 +120,5 @@ def _uncompressed_rle(rle: dict) -> dict:
     runs = np.diff(np.concatenate(([0], edges, [pixels.size])))
     if pixels[0]:
         runs = np.concatenate(([0], runs))  # COCO RLE always starts with a run of zeros
-    return {"size": list(rle["size"]), "counts": runs.tolist()}
+    # A uint32 array rather than a list: pycocotools reads either, and a dataset's worth of GT stays small.
+    return {"size": list(rle["size"]), "counts": runs.astype(np.uint32)}
