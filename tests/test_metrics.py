@@ -2,12 +2,14 @@
 
 import copy
 import functools
+import itertools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from modeling_avis.tracks import encode_mask
 from training.evaluation import METRIC_KEYS, evaluate_predictions
@@ -143,6 +145,26 @@ def test_null_prediction_agrees_with_an_absent_object_in_multi_source_frames():
     assert (metrics["FSLAm_count"], metrics["FSLAm_all"]) == (2, 2)
     assert metrics["FSLA"] == 100.0
     assert metrics["HOTA"] == pytest.approx(100.0)
+
+
+def _as_uncompressed_rle(polygons: list, height: int, width: int) -> list[dict]:
+    """The frame as a one-element list of COCO uncompressed RLE: run lengths down the columns, zeros first."""
+    mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
+    runs = [(value, len(list(group))) for value, group in itertools.groupby(mask.flatten(order="F").tolist())]
+    counts = ([0] if runs[0][0] else []) + [length for _, length in runs]
+    return [{"size": [height, width], "counts": counts}]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' decode under numpy 2
+def test_ground_truth_as_uncompressed_rle_scores_as_its_polygons():
+    folder = EVAL_FIXTURES / "05_partial_overlap"
+    gt = json.loads((folder / "gt.json").read_text())
+    for annotation in gt["annotations"]:
+        annotation["segmentations"] = [
+            None if polygons is None else _as_uncompressed_rle(polygons, annotation["height"], annotation["width"])
+            for polygons in annotation["segmentations"]
+        ]
+    np.testing.assert_equal(evaluate_predictions(gt, folder / "pred.json"), _metrics(folder))  # NaN == NaN here
 
 
 def test_in_memory_inputs_give_the_file_results_and_stay_untouched():

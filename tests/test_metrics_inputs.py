@@ -120,6 +120,12 @@ BAD_INPUTS = [
         "gt.json annotations[0] frame 0: ground-truth RLE counts must be a list of run lengths",
     ),
     (
+        "gt_rle_of_another_length",
+        _with(_gt(), lambda gt: _set_first_frame(gt["annotations"][0], [{"size": [24, 32], "counts": [700, 60]}])),
+        [],
+        "gt.json annotations[0] frame 0: RLE run lengths add up to 760 pixels, not 24x32",
+    ),
+    (
         "gt_empty_frame_list",
         _with(_gt(), lambda gt: _set_first_frame(gt["annotations"][0], [])),
         [],

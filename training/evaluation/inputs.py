@@ -182,8 +182,13 @@ def _ground_truth_mask(segmentation: object, video: Video, where: str) -> dict |
         for part in segmentation:
             if not _has_size(part, video):
                 raise AvisEvaluationError(f"{where}: RLE size {part.get('size')} is not {video.height}x{video.width}")
-            if not isinstance(part.get("counts"), list):
+            counts = part.get("counts")
+            if not (isinstance(counts, list) and all(_is_int(run) and run >= 0 for run in counts)):
                 raise AvisEvaluationError(f"{where}: ground-truth RLE counts must be a list of run lengths")
+            if sum(counts) != video.height * video.width:
+                raise AvisEvaluationError(
+                    f"{where}: RLE run lengths add up to {sum(counts)} pixels, not {video.height}x{video.width}"
+                )
     elif not all(isinstance(part, list) and all(_is_number(x) for x in part) for part in segmentation):
         raise AvisEvaluationError(f"{where}: expected a list of polygons [x, y, x, y, ...] or of uncompressed RLEs")
     try:
