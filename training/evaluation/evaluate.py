@@ -1,0 +1,30 @@
+"""The benchmark: FSLA, HOTA and mAP of predicted tracks against AVISeg ground truth, as the paper reports them."""
+
+from pathlib import Path
+
+from .fsla import fsla
+from .inputs import load_ground_truth, load_predictions
+from .track_metrics import hota_and_track_map
+
+# Report order: the paper's three headline numbers, then their components.
+METRIC_KEYS = (
+    "FSLA", "HOTA", "mAP",
+    "FSLAn", "FSLAs", "FSLAm",
+    "FSLAn_count", "FSLAn_all", "FSLAs_count", "FSLAs_all", "FSLAm_count", "FSLAm_all",
+    "DetA", "DetRe", "DetPr", "AssA", "AssRe", "AssPr", "LocA",
+    "AP_s", "AP_m", "AP_l", "AR", "AP50", "AP75",
+)  # fmt: skip
+
+
+def evaluate_predictions(gt: str | Path | dict, predictions: str | Path | list) -> dict[str, float]:
+    """Every metric of the original AVIS evaluator, in percent at full precision (counts are ints).
+
+    gt: an AVISeg-format ground-truth JSON, as a path or the parsed dict.
+    predictions: AVIS results (a list of {video_id, score, category_id (dataset id), segmentations: one
+        compressed RLE or null per frame}), as a path or the parsed list.
+    Raises AvisEvaluationError (an AvisInputError) naming the file and entry when an input cannot be scored.
+    """
+    ground_truth = load_ground_truth(gt)
+    tracks = load_predictions(predictions, ground_truth)
+    metrics = {**fsla(ground_truth, tracks), **hota_and_track_map(ground_truth, tracks)}
+    return {key: metrics[key] if isinstance(metrics[key], int) else float(metrics[key]) for key in METRIC_KEYS}
