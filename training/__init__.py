@@ -1,0 +1,1 @@
+"""Training AVISM with Accelerate: AVISeg data, augmentation, and the training and evaluation scripts."""

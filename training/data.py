@@ -1,0 +1,308 @@
+"""AVISeg for training: a split's videos and annotations, clips sampled as the original, and padded batches.
+
+Layout (as the original's `datasets/`): `<root>/<split>.json` (YouTube-VIS style instances),
+`<root>/<split>/JPEGImages/<video>/<frame>.jpg` and `<root>/<split>/FEATAudios/<video>.npy` (one 128-d VGGish
+feature per frame).
+
+A batch (`collate_clips`) holds the raw frames, not normalised: the model normalises them and must then zero the
+padding (`pixel_mask` False), as the original pads after normalisation.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from modeling_avis.errors import AvisInputError
+
+from .augmentation import ClipAugmentation, FrameTransform
+
+# A frame's segmentation: polygons (flat [x0, y0, x1, y1, ...] lists), a compressed RLE, or None where absent.
+Segmentation = list[list[float]] | dict | None
+
+
+@dataclass(frozen=True)
+class AvisegInstance:
+    """One annotated sounding object of a video: its 0-based class and a segmentation per frame."""
+
+    track_id: int
+    label: int
+    segmentations: tuple[Segmentation, ...]
+
+
+@dataclass(frozen=True)
+class AvisegVideo:
+    """A video of the split: its frame files, size, audio features file and annotated instances."""
+
+    video_id: int
+    name: str
+    frame_paths: tuple[Path, ...]
+    height: int
+    width: int
+    audio_features_path: Path
+    instances: tuple[AvisegInstance, ...]
+
+
+@dataclass
+class AvisegClip:
+    """A training clip of T frames and its N instances (visible in at least one of the frames)."""
+
+    video_id: int
+    frame_indices: Tensor  # (T,) long, sorted, may repeat
+    frames: Tensor  # (T, 3, H, W) uint8 RGB
+    audio_features: Tensor  # (T, 128) float32
+    class_labels: Tensor  # (N,) long in [0, K)
+    mask_labels: Tensor  # (N, T, H, W) bool, all False where the instance is absent
+
+
+def normalize_segmentation(segmentation, height: int, width: int) -> Segmentation:
+    """A frame's JSON segmentation (polygons, an RLE dict, a list of RLE dicts, or null) as polygons, one
+    compressed RLE, or None. Polygons with fewer than 3 points are dropped, as in the original."""
+    if not segmentation:
+        return None
+    if isinstance(segmentation, dict):
+        segmentation = [segmentation]
+    if isinstance(segmentation[0], dict):
+        return mask_utils.merge([_compressed_rle(rle, height, width) for rle in segmentation])
+    polygons = [list(map(float, polygon)) for polygon in segmentation if len(polygon) % 2 == 0 and len(polygon) >= 6]
+    return polygons or None
+
+
+def _compressed_rle(rle: dict, height: int, width: int) -> dict:
+    if tuple(rle["size"]) != (height, width):
+        raise AvisInputError(f"an RLE mask of size {rle['size']} does not fit its {height}x{width} video")
+    if isinstance(rle["counts"], list):
+        return mask_utils.frPyObjects(rle, height, width)
+    counts = rle["counts"]
+    return {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+
+
+def rasterize_polygons(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    """The (height, width) bool mask covered by any of the polygons; parts outside the frame are clipped."""
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))).astype(bool)
+
+
+def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
+    """The videos of `<root>/<split>.json`, sorted by id, with categories mapped to [0, K) in id order."""
+    root = Path(root)
+    annotation_path = root / f"{split}.json"
+    if not annotation_path.is_file():
+        raise AvisInputError(f"no AVISeg annotations at {annotation_path}")
+    dataset = json.loads(annotation_path.read_text())
+    label_of = {
+        category["id"]: index for index, category in enumerate(sorted(dataset["categories"], key=itemgetter("id")))
+    }
+    annotations_of = {}
+    for annotation in dataset["annotations"]:
+        annotations_of.setdefault(annotation["video_id"], []).append(annotation)
+    videos = []
+    for video in sorted(dataset["videos"], key=itemgetter("id")):
+        height, width, length = video["height"], video["width"], video["length"]
+        name = video["file_names"][0].split("/")[0]
+        annotations = [a for a in annotations_of.get(video["id"], []) if not a.get("iscrowd", 0)]
+        if any(len(annotation["segmentations"]) != length for annotation in annotations):
+            raise AvisInputError(f"an annotation of video {name!r} does not have one segmentation per frame")
+        if any(annotation["category_id"] not in label_of for annotation in annotations):
+            raise AvisInputError(f"an annotation of video {name!r} has a category missing from {annotation_path}")
+        instances = tuple(
+            AvisegInstance(
+                track_id=annotation["id"],
+                label=label_of[annotation["category_id"]],
+                segmentations=tuple(
+                    normalize_segmentation(segmentation, height, width) for segmentation in annotation["segmentations"]
+                ),
+            )
+            for annotation in annotations
+        )
+        videos.append(
+            AvisegVideo(
+                video_id=video["id"],
+                name=name,
+                frame_paths=tuple(root / split / "JPEGImages" / file_name for file_name in video["file_names"]),
+                height=height,
+                width=width,
+                audio_features_path=root / split / "FEATAudios" / f"{name}.npy",
+                instances=instances,
+            )
+        )
+    return videos
+
+
+def is_annotated(video: AvisegVideo) -> bool:
+    """Whether any frame of the video has a segmentation (the original's FILTER_EMPTY_ANNOTATIONS)."""
+    return any(segmentation is not None for instance in video.instances for segmentation in instance.segmentations)
+
+
+def sample_frame_indices(
+    length: int, num_frames: int, frame_range: int, generator: torch.Generator | None = None
+) -> list[int]:
+    """The original's training clip: a random reference frame plus `num_frames - 1` frames drawn with replacement
+    from the others within `frame_range` of it, sorted. A one-frame video repeats its frame (the original fails)."""
+    reference = int(torch.randint(length, (1,), generator=generator))
+    candidates = [
+        index
+        for index in range(max(0, reference - frame_range), min(length, reference + frame_range + 1))
+        if index != reference
+    ]
+    if not candidates:
+        return [reference] * num_frames
+    picks = torch.randint(len(candidates), (num_frames - 1,), generator=generator).tolist()
+    return sorted([candidates[pick] for pick in picks] + [reference])
+
+
+def read_frame(path: Path) -> Tensor:
+    """An image file as (3, H, W) uint8 RGB, EXIF orientation applied."""
+    try:
+        with Image.open(path) as image:
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, ValueError) as error:
+        raise AvisInputError(f"cannot read the frame {path}: {error}") from error
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+
+
+class AvisegClipDataset(Dataset):
+    """Training clips of an AVISeg split: one random clip of each annotated video per epoch.
+
+    augmentation: the random resize / crop / flip (`ClipAugmentation()` is the published recipe); None keeps the
+    frames at their size. Random draws use torch's generator, which DataLoader seeds per worker.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        num_frames: int = 5,
+        frame_range: int = 20,
+        augmentation: ClipAugmentation | None = None,
+    ):
+        self.videos = [video for video in load_aviseg_split(root, split) if is_annotated(video)]
+        self.num_frames = num_frames
+        self.frame_range = frame_range
+        self.augmentation = augmentation
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> AvisegClip:
+        video = self.videos[index]
+        frame_indices = sample_frame_indices(len(video.frame_paths), self.num_frames, self.frame_range)
+        if self.augmentation is None:
+            transforms = [FrameTransform((), video.height, video.width)] * self.num_frames
+        else:
+            transforms = self.augmentation.sample(self.num_frames, video.height, video.width)
+        frames = torch.stack(
+            [
+                transform.image(self._frame(video, frame_index))
+                for frame_index, transform in zip(frame_indices, transforms, strict=True)
+            ]
+        )
+        instances = [
+            instance
+            for instance in video.instances
+            if any(instance.segmentations[frame_index] is not None for frame_index in frame_indices)
+        ]
+        masks = torch.stack(
+            [
+                self._instance_masks(instances, frame_index, transform)
+                for frame_index, transform in zip(frame_indices, transforms, strict=True)
+            ],
+            dim=1,
+        )  # (N, T, H, W)
+        # A crop can push an instance out of every frame: it is then not part of the clip, as in the original.
+        # Each instance keeps its annotated class. The original takes a clip's classes from its first frame, so an
+        # instance absent there got the no-object class (its placeholder annotation's category, K).
+        visible = masks.flatten(1).any(1)
+        return AvisegClip(
+            video_id=video.video_id,
+            frame_indices=torch.tensor(frame_indices),
+            frames=frames,
+            audio_features=self._audio_features(video, frame_indices),
+            class_labels=torch.tensor([instance.label for instance in instances], dtype=torch.long)[visible],
+            mask_labels=masks[visible],
+        )
+
+    @staticmethod
+    def _frame(video: AvisegVideo, frame_index: int) -> Tensor:
+        frame = read_frame(video.frame_paths[frame_index])
+        if tuple(frame.shape[1:]) != (video.height, video.width):
+            raise AvisInputError(
+                f"frame {video.frame_paths[frame_index]} is {frame.shape[2]}x{frame.shape[1]}, "
+                f"its video says {video.width}x{video.height}"
+            )
+        return frame
+
+    @staticmethod
+    def _instance_masks(instances: list[AvisegInstance], frame_index: int, transform: FrameTransform) -> Tensor:
+        """(N, H, W) bool masks of the instances in one frame, after the frame's transform."""
+        masks = torch.zeros(len(instances), transform.height, transform.width, dtype=torch.bool)
+        for index, instance in enumerate(instances):
+            segmentation = instance.segmentations[frame_index]
+            if isinstance(segmentation, list):
+                polygons = [transform.polygon(polygon) for polygon in segmentation]
+                masks[index] = torch.from_numpy(rasterize_polygons(polygons, transform.height, transform.width))
+            elif segmentation is not None:
+                mask = torch.from_numpy(mask_utils.decode(segmentation).astype(bool))
+                masks[index] = transform.masks(mask[None])[0]
+        return masks
+
+    @staticmethod
+    def _audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
+        if not video.audio_features_path.is_file():
+            raise AvisInputError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
+        features = np.load(video.audio_features_path)
+        if features.ndim != 2 or features.shape[0] < len(video.frame_paths):
+            raise AvisInputError(
+                f"{video.audio_features_path} has shape {features.shape}; "
+                f"expected one row per frame ({len(video.frame_paths)})"
+            )
+        return torch.from_numpy(features[frame_indices].astype(np.float32))
+
+
+def collate_clips(clips: list[AvisegClip], size_divisibility: int = 32) -> dict:
+    """A batch of B clips of T frames, zero-padded at the bottom and right to a multiple of `size_divisibility`.
+
+    Returns frames (B, T, 3, Hp, Wp) uint8, pixel_mask (B, Hp, Wp) bool (True on real pixels), audio_features
+    (B, T, 128) float32, mask_labels: B x (N_b, T, Hp, Wp) bool, class_labels: B x (N_b,) long, video_ids: B ids,
+    frame_indices (B, T) long.
+    """
+    height = math.ceil(max(clip.frames.shape[-2] for clip in clips) / size_divisibility) * size_divisibility
+    width = math.ceil(max(clip.frames.shape[-1] for clip in clips) / size_divisibility) * size_divisibility
+    num_frames = clips[0].frames.shape[0]
+    frames = torch.zeros(len(clips), num_frames, 3, height, width, dtype=torch.uint8)
+    pixel_mask = torch.zeros(len(clips), height, width, dtype=torch.bool)
+    mask_labels = []
+    for index, clip in enumerate(clips):
+        clip_height, clip_width = clip.frames.shape[-2:]
+        frames[index, :, :, :clip_height, :clip_width] = clip.frames
+        pixel_mask[index, :clip_height, :clip_width] = True
+        padded = clip.mask_labels.new_zeros(*clip.mask_labels.shape[:2], height, width)
+        padded[..., :clip_height, :clip_width] = clip.mask_labels
+        mask_labels.append(padded)
+    return {
+        "frames": frames,
+        "pixel_mask": pixel_mask,
+        "audio_features": torch.stack([clip.audio_features for clip in clips]),
+        "mask_labels": mask_labels,
+        "class_labels": [clip.class_labels for clip in clips],
+        "video_ids": [clip.video_id for clip in clips],
+        "frame_indices": torch.stack([clip.frame_indices for clip in clips]),
+    }
+
+
+__all__ = [
+    "AvisegClip",
+    "AvisegClipDataset",
+    "AvisegInstance",
+    "AvisegVideo",
+    "collate_clips",
+    "load_aviseg_split",
+    "sample_frame_indices",
+]
