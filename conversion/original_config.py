@@ -59,7 +59,8 @@ def avis_config_from_original(cfg: dict) -> AvisConfig:
         class_weight=decoder["CLASS_WEIGHT"],
         mask_weight=decoder["MASK_WEIGHT"],
         dice_weight=decoder["DICE_WEIGHT"],
-        sim_weight=clip["SIM_WEIGHT"],
+        # SIM_WEIGHT only switched the similarity loss on; the original applied it with weight 1
+        sim_weight=1.0 if clip["SIM_WEIGHT"] > 0 else 0.0,
         train_num_points=decoder["TRAIN_NUM_POINTS"],
         oversample_ratio=decoder["OVERSAMPLE_RATIO"],
         importance_sample_ratio=decoder["IMPORTANCE_SAMPLE_RATIO"],

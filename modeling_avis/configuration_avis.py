@@ -94,7 +94,9 @@ class AvisConfig(PreTrainedConfig):
     score_threshold (`float`): instances scoring at or below it are dropped.
     pixel_mean, pixel_std (`list[float]`): RGB normalisation on the 0-255 scale.
     size_divisibility (`int`): frames are zero-padded (after normalisation) to a multiple of it.
-    no_object_weight, class_weight, mask_weight, dice_weight, sim_weight (`float`): loss weights.
+    no_object_weight, class_weight, mask_weight, dice_weight (`float`): loss weights.
+    sim_weight (`float`): weight of the query similarity loss. The original's `SIM_WEIGHT: 0.5` only switched the
+        loss on (its weight-dict key did not match the loss's name), so the published models trained with 1.0.
     clip_no_object_weight (`float`): no-object weight of the clip-level classification loss.
     train_num_points, oversample_ratio, importance_sample_ratio: point sampling of the mask losses.
     """
@@ -149,7 +151,7 @@ class AvisConfig(PreTrainedConfig):
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
-    sim_weight: float = 0.5
+    sim_weight: float = 1.0
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75

@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput, logging
 from .backbone_avis import build_backbone
 from .configuration_avis import AvisConfig
 from .deformable_attention import AvisMultiscaleDeformableAttention, MultiScaleDeformableAttention
+from .loss_avis import AvisLoss
 
 logger = logging.get_logger(__name__)
 
@@ -684,9 +685,12 @@ def _concatenate_frame_outputs(outputs: list[AvisFrameDecoderOutput]) -> AvisFra
 
 
 class AvisForAudioVisualInstanceSegmentation(AvisPreTrainedModel):
+    """AvisModel plus the training objective: given ground truth, the output carries the weighted losses."""
+
     def __init__(self, config: AvisConfig):
         super().__init__(config)
         self.model = AvisModel(config)
+        self.criterion = AvisLoss(config)
         self.post_init()
 
     def forward(
@@ -703,4 +707,20 @@ class AvisForAudioVisualInstanceSegmentation(AvisPreTrainedModel):
         class_labels (`list` of `(N_b,)`): ground-truth classes in [0, num_labels).
         """
         outputs = self.model(pixel_values, audio_features)
-        return AvisInstanceSegmentationOutput(**outputs)
+        loss = loss_dict = None
+        if mask_labels is not None and class_labels is not None:
+            frames, clip = outputs.frame_decoder_output, outputs.clip_output
+            # (D, L, B, cQ, C) x (B, T, C, h, w) -> (D, L, B, cQ, T, h, w)
+            clip_masks = torch.einsum("dlbqc,btchw->dlbqthw", clip.mask_embeddings, outputs.mask_features)
+            loss_dict = self.criterion(
+                frames.class_logits,
+                frames.mask_logits,
+                clip.class_logits,
+                clip_masks,
+                clip.clip_query_embeddings,
+                clip.frame_query_embeddings,
+                mask_labels,
+                class_labels,
+            )
+            loss = loss_dict.pop("loss")
+        return AvisInstanceSegmentationOutput(**outputs, loss=loss, loss_dict=loss_dict)
