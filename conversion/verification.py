@@ -82,7 +82,7 @@ def run_with_stages(model, images: torch.Tensor, audio: torch.Tensor, out_hw: tu
         recorder.watch(f"encoder_layer{index}", layer)
     try:
         with torch.no_grad():
-            output = base(pixel_values[None], audio[None])
+            output = base(pixel_values[None], audio[None], output_frame_predictions=True)
     finally:
         recorder.remove()
     captured = {name: values for name, values in recorder.outputs.items()}

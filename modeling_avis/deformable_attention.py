@@ -26,24 +26,26 @@ class MultiScaleDeformableAttention(nn.Module):
         # value: (N, S, heads, d); sampling_locations: (N, Lq, heads, levels, points, 2) in [0, 1];
         # attention_weights: (N, Lq, heads, levels, points). Returns (N, Lq, heads * d).
         batch, _, heads, head_dim = value.shape
-        _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+        num_queries = sampling_locations.shape[1]
         per_level_values = value.split([height * width for height, width in value_spatial_shapes_list], dim=1)
         # grid_sample's grid spans [-1, 1] over the map, with align_corners=False as the CUDA kernel.
         sampling_grids = 2 * sampling_locations - 1
-        sampled = []
+        # (N, Lq, heads, levels, points) -> (N*heads, Lq, levels, points)
+        weights = attention_weights.transpose(1, 2).flatten(0, 1)
+        output = None
+        # one level at a time, weighting the samples as soon as they exist: the temporaries stay one level large
         for level, (height, width) in enumerate(value_spatial_shapes_list):
             # (N, H*W, heads, d) -> (N*heads, d, H, W)
             level_value = per_level_values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
             # (N, Lq, heads, points, 2) -> (N*heads, Lq, points, 2)
             level_grid = sampling_grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-            sampled.append(
-                F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            sampled = F.grid_sample(
+                level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
             )
-        # (N*heads, d, Lq, levels*points) weighted by (N*heads, 1, Lq, levels*points)
-        sampled = torch.stack(sampled, dim=-2).flatten(-2)
-        weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, num_levels * num_points)
-        output = (sampled * weights).sum(-1).view(batch, heads * head_dim, num_queries)
-        return output.transpose(1, 2).contiguous()
+            # (N*heads, d, Lq, points) x (N*heads, Lq, points) -> (N*heads, Lq, d)
+            contribution = torch.einsum("bdqp,bqp->bqd", sampled, weights[:, :, level])
+            output = contribution if output is None else output + contribution
+        return output.view(batch, heads, num_queries, head_dim).transpose(1, 2).reshape(batch, num_queries, -1)
 
 
 class AvisMultiscaleDeformableAttention(nn.Module):

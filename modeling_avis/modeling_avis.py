@@ -217,16 +217,19 @@ class AvisDeformableEncoderLayer(nn.Module):
 @dataclass
 class AvisPixelDecoderOutput(ModelOutput):
     """
-    mask_features (`(N, mask_dim, h, w)`): stride-4 mask features of the frame-level decoder.
     fpn_features (`(N, C, h, w)`): the stride-4 FPN output the mask features come from (the clip module
         projects it with its own 1x1 convolution).
     multi_scale_features (`list` of `(N, C, H_l, W_l)`): strides 32, 16, 8, the frame decoder's memory.
+    level_mask_features (`list` of `(N, mask_dim, H_l, W_l)`): the mask features resized to each of those levels,
+        for the frame decoder's attention masks.
+    mask_features (`(N, mask_dim, h, w)`): stride-4 mask features of the frame-level decoder (on request).
     encoder_hidden_states (`tuple` of `(N, S, C)`): each deformable encoder layer's output (on request).
     """
 
-    mask_features: torch.Tensor | None = None
     fpn_features: torch.Tensor | None = None
     multi_scale_features: list[torch.Tensor] | None = None
+    level_mask_features: list[torch.Tensor] | None = None
+    mask_features: torch.Tensor | None = None
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -254,7 +257,9 @@ class AvisPixelDecoder(nn.Module):
         self.mask_projection = nn.Conv2d(dim, config.mask_feature_size, kernel_size=1)
         self.num_levels = levels
 
-    def forward(self, features: list[torch.Tensor], output_hidden_states: bool = False) -> AvisPixelDecoderOutput:
+    def forward(
+        self, features: list[torch.Tensor], output_mask_features: bool = True, output_hidden_states: bool = False
+    ) -> AvisPixelDecoderOutput:
         # features: backbone maps from stride 4 to stride 32, (N, C_i, H_i, W_i)
         encoder_inputs = features[::-1][: self.num_levels]
         shapes_list = [tuple(f.shape[-2:]) for f in encoder_inputs]
@@ -304,10 +309,18 @@ class AvisPixelDecoder(nn.Module):
             upsampled = F.interpolate(maps[-1], size=lateral_map.shape[-2:], mode="bilinear", align_corners=False)
             maps.append(output_conv(lateral_map + upsampled))
 
+        # Bilinear resizing and the 1x1 projection are both linear (the resizing weights sum to one, so the bias
+        # passes through): projecting the resized FPN output equals resizing the stride-4 mask features, at a
+        # fraction of the cost.
+        level_mask_features = [
+            self.mask_projection(F.interpolate(maps[-1], size=level.shape[-2:], mode="bilinear", align_corners=False))
+            for level in maps[: self.num_levels]
+        ]
         return AvisPixelDecoderOutput(
-            mask_features=self.mask_projection(maps[-1]),
             fpn_features=maps[-1],
             multi_scale_features=maps[: self.num_levels],
+            level_mask_features=level_mask_features,
+            mask_features=self.mask_projection(maps[-1]) if output_mask_features else None,
             encoder_hidden_states=all_hidden_states if output_hidden_states else None,
         )
 
@@ -353,15 +366,19 @@ class AvisFrameDecoder(nn.Module):
         self.mask_embedder = AvisMLP(dim, dim, config.mask_feature_size, 3)
 
     def forward(
-        self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor, audio_features: torch.Tensor
+        self,
+        multi_scale_features: list[torch.Tensor],
+        level_mask_features: list[torch.Tensor],
+        audio_features: torch.Tensor,
+        mask_features: torch.Tensor | None = None,
     ) -> AvisFrameDecoderOutput:
-        # multi_scale_features: strides 32, 16, 8, (N, C, H_l, W_l); mask_features: (N, mask_dim, h, w);
-        # audio_features: (N, audio_dim), one per frame
-        batch = mask_features.shape[0]
-        memories, memory_positions, sizes = [], [], []
+        # multi_scale_features: strides 32, 16, 8, (N, C, H_l, W_l); level_mask_features: the mask features at
+        # those sizes, (N, mask_dim, H_l, W_l); audio_features: (N, audio_dim), one per frame;
+        # mask_features: (N, mask_dim, h, w) at stride 4, only to output mask predictions (training)
+        batch = audio_features.shape[0]
+        memories, memory_positions = [], []
         for level, feature in enumerate(multi_scale_features):
             height, width = feature.shape[-2:]
-            sizes.append((height, width))
             position = sine_position_embedding(
                 height, width, self.decoder_norm.normalized_shape[0] // 2, feature.device
             )
@@ -379,42 +396,51 @@ class AvisFrameDecoder(nn.Module):
         ]  # each (N, fQ, C)
         queries = queries + self.audio_fusion(torch.cat(fused, dim=-1))
 
-        class_logits, mask_logits, frame_queries = [], [], []
-        normed, logits, masks, attention_mask = self.predict(queries, mask_features, sizes[0])
-        class_logits.append(logits)
-        mask_logits.append(masks)
+        normed, logits, embeddings = self.predict(queries)
+        class_logits, mask_logits, frame_queries = [logits], [self.masks(embeddings, mask_features)], []
+        num_layers = len(self.cross_attention_layers)
         for index, (cross, self_attn, ffn) in enumerate(
             zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
         ):
             level = index % self.num_levels
+            attention_mask = self.attention_mask(embeddings, level_mask_features[level])
             queries = cross(
                 queries, memories[level], query_positions, memory_positions[level], attention_mask=attention_mask
             )
             queries = self_attn(queries, query_positions)
             queries = ffn(queries)
-            normed, logits, masks, attention_mask = self.predict(
-                queries, mask_features, sizes[(index + 1) % self.num_levels]
-            )
+            normed, logits, embeddings = self.predict(queries)
             frame_queries.append(normed)
             class_logits.append(logits)
-            mask_logits.append(masks)
+            mask_logits.append(self.masks(embeddings, mask_features))
 
-        num_layers = self.num_output_layers if self.training else 1
+        num_outputs = self.num_output_layers if self.training else 1
         return AvisFrameDecoderOutput(
-            frame_queries=torch.stack(frame_queries[-num_layers:]), class_logits=class_logits, mask_logits=mask_logits
+            frame_queries=torch.stack(frame_queries[-num_outputs:]),
+            class_logits=class_logits,
+            mask_logits=mask_logits if mask_features is not None else None,
         )
 
-    def predict(self, queries: torch.Tensor, mask_features: torch.Tensor, attention_size: tuple[int, int]):
-        """Class and mask predictions of the current queries, and the next layer's masked-attention mask."""
-        normed = self.decoder_norm(queries)  # (N, fQ, C)
-        class_logits = self.class_predictor(normed)
-        mask_logits = torch.einsum("nqc,nchw->nqhw", self.mask_embedder(normed), mask_features)
-        # a query attends only where its predicted mask (at the next level's size) is foreground
-        resized = F.interpolate(mask_logits, size=attention_size, mode="bilinear", align_corners=False)
-        allowed = (resized.sigmoid() >= 0.5).flatten(2)  # (N, fQ, HW)
+    def predict(self, queries: torch.Tensor):
+        """Normalised queries (N, fQ, C), their class logits (N, fQ, K+1) and mask embeddings (N, fQ, mask_dim)."""
+        normed = self.decoder_norm(queries)
+        return normed, self.class_predictor(normed), self.mask_embedder(normed)
+
+    @staticmethod
+    def masks(mask_embeddings: torch.Tensor, mask_features: torch.Tensor | None) -> torch.Tensor | None:
+        """Mask logits (N, fQ, h, w) at stride 4, when the stride-4 mask features are given."""
+        if mask_features is None:
+            return None
+        return torch.einsum("nqc,nchw->nqhw", mask_embeddings, mask_features)
+
+    @staticmethod
+    def attention_mask(mask_embeddings: torch.Tensor, level_mask_features: torch.Tensor) -> torch.Tensor:
+        """(N, 1, fQ, HW) bool: a query attends only where its mask, at the attended level's size, is foreground."""
+        logits = torch.einsum("nqc,nchw->nqhw", mask_embeddings, level_mask_features)
+        allowed = (logits.sigmoid() >= 0.5).flatten(2)
         # a query with an empty mask attends everywhere
         allowed = allowed | ~allowed.any(-1, keepdim=True)
-        return normed, class_logits, mask_logits, allowed[:, None].detach()
+        return allowed[:, None].detach()
 
 
 class AvisClipModule(nn.Module):
@@ -626,6 +652,19 @@ class AvisPreTrainedModel(PreTrainedModel):
             init.normal_(module.level_embed)
 
 
+@dataclass
+class AvisFrameEncoding(ModelOutput):
+    """
+    frame_queries (`(L, N, fQ, C)`): frame queries of the last L frame-decoder layers (L = 1 at inference).
+    mask_features (`(N, mask_dim, h, w)`): clip-level mask features at stride 4.
+    frame_decoder_output (`AvisFrameDecoderOutput`): the frame-level predictions.
+    """
+
+    frame_queries: torch.Tensor | None = None
+    mask_features: torch.Tensor | None = None
+    frame_decoder_output: AvisFrameDecoderOutput | None = None
+
+
 class AvisModel(AvisPreTrainedModel):
     def __init__(self, config: AvisConfig):
         super().__init__(config)
@@ -635,32 +674,50 @@ class AvisModel(AvisPreTrainedModel):
         self.clip_module = AvisClipModule(config)
         self.post_init()
 
+    def encode_frames(
+        self, pixel_values: torch.Tensor, audio_features: torch.Tensor, output_frame_predictions: bool = False
+    ) -> AvisFrameEncoding:
+        """The per-frame part of AVISM on a set of frames: (N, 3, H, W) and (N, audio_dim) in, frame queries and
+        clip-level mask features out. Frames are independent here, so long videos can be encoded chunk by chunk."""
+        pixel_output = self.pixel_decoder(self.backbone(pixel_values), output_mask_features=output_frame_predictions)
+        frame_output = self.frame_decoder(
+            pixel_output.multi_scale_features,
+            pixel_output.level_mask_features,
+            audio_features,
+            mask_features=pixel_output.mask_features,
+        )
+        return AvisFrameEncoding(
+            frame_queries=frame_output.frame_queries,
+            mask_features=self.clip_module.mask_features_projection(pixel_output.fpn_features),
+            frame_decoder_output=frame_output,
+        )
+
     def forward(
         self,
         pixel_values: torch.Tensor,
         audio_features: torch.Tensor,
-        output_hidden_states: bool = False,
+        output_frame_predictions: bool | None = None,
     ) -> AvisModelOutput:
         r"""
         pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
         audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame (VGGish: 128-d).
+        output_frame_predictions (`bool`, *optional*): also return the frame-level mask logits of every decoder
+            layer (defaults to training mode: inference needs only the frame queries).
         """
+        if output_frame_predictions is None:
+            output_frame_predictions = self.training
         batch, num_frames = pixel_values.shape[:2]
         frames = pixel_values.flatten(0, 1)  # (B*T, 3, H, W), index b * T + t
         audio = audio_features.flatten(0, 1)
         # inference runs the per-frame part in chunks to bound memory; training needs every frame's graph
         chunk = frames.shape[0] if self.training else self.config.frame_chunk_size
-        frame_outputs, mask_features = [], []
-        for start in range(0, frames.shape[0], chunk):
-            pixel_output = self.pixel_decoder(self.backbone(frames[start : start + chunk]))
-            frame_outputs.append(
-                self.frame_decoder(
-                    pixel_output.multi_scale_features, pixel_output.mask_features, audio[start : start + chunk]
-                )
-            )
-            mask_features.append(self.clip_module.mask_features_projection(pixel_output.fpn_features))
-        frame_output = _concatenate_frame_outputs(frame_outputs)
-        mask_features = torch.cat(mask_features).unflatten(0, (batch, num_frames))  # (B, T, mask_dim, h, w)
+        encodings = [
+            self.encode_frames(frames[start : start + chunk], audio[start : start + chunk], output_frame_predictions)
+            for start in range(0, frames.shape[0], chunk)
+        ]
+        frame_output = _concatenate_frame_outputs([encoding.frame_decoder_output for encoding in encodings])
+        mask_features = torch.cat([encoding.mask_features for encoding in encodings])
+        mask_features = mask_features.unflatten(0, (batch, num_frames))  # (B, T, mask_dim, h, w)
 
         frame_queries = frame_output.frame_queries.unflatten(1, (batch, num_frames))  # (L, B, T, fQ, C)
         clip_output = self.clip_module(frame_queries, audio_features)
@@ -677,10 +734,14 @@ class AvisModel(AvisPreTrainedModel):
 def _concatenate_frame_outputs(outputs: list[AvisFrameDecoderOutput]) -> AvisFrameDecoderOutput:
     if len(outputs) == 1:
         return outputs[0]
+
+    def per_layer(lists):
+        return None if lists[0] is None else [torch.cat(layer) for layer in zip(*lists)]
+
     return AvisFrameDecoderOutput(
         frame_queries=torch.cat([o.frame_queries for o in outputs], dim=1),
-        class_logits=[torch.cat(layer) for layer in zip(*(o.class_logits for o in outputs))],
-        mask_logits=[torch.cat(layer) for layer in zip(*(o.mask_logits for o in outputs))],
+        class_logits=per_layer([o.class_logits for o in outputs]),
+        mask_logits=per_layer([o.mask_logits for o in outputs]),
     )
 
 
