@@ -19,7 +19,8 @@ from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
 from .media import ProgressFn, probe_video
 
 STAND_IN_NOTE = (
-    "Stand-in inference (moving colour blobs while there is sound), not AVISM: the classes are placeholders."
+    "Stand-in inference (moving colour blobs while there is sound), not AVISM: the classes are placeholders and "
+    "the model setting ({source}) is not used yet."
 )
 # Side of the frames the blobs are found in; masks are scaled back to the video's size.
 WORKING_SIZE = 160
@@ -31,7 +32,7 @@ SILENCE = 0.1
 
 
 class ColourMotionStandIn:
-    """Implements app.inference.InferenceService without a model; `source` is only recorded."""
+    """Implements app.inference.InferenceService without a model; `source` (a ModelSource) is only named."""
 
     def __init__(self, source):
         self.source = source
@@ -66,7 +67,7 @@ class ColourMotionStandIn:
             width=video.width,
             has_audio=video.has_audio,
             fps=video.fps,
-            notes=[STAND_IN_NOTE],
+            notes=[STAND_IN_NOTE.format(source=" ".join(filter(None, (self.source.kind, self.source.location))))],
         )
 
 

@@ -67,3 +67,14 @@ def test_analyses_run_through_a_queue_with_the_configured_limits(tmp_path):
     demo = build_demo(AppSettings(concurrency_limit=2, queue_size=3, work_folder=tmp_path))
     analyse = next(fn for fn in demo.fns.values() if fn.api_name == "analyse")
     assert analyse.concurrency_limit == 2 and demo._queue.max_size == 3
+
+
+def test_an_unexpected_failure_shows_one_generic_line_and_no_traceback(client, monkeypatch, caplog):
+    def broken_service(source):
+        raise RuntimeError("internal detail that must stay in the server log")
+
+    monkeypatch.setattr("app.pipeline.inference_service", broken_service)
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(EXAMPLE)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse")
+    assert caught.value.message == "Something went wrong while analysing this video; the server log has the details."
+    assert "internal detail" in caplog.text
