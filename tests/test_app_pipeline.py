@@ -10,6 +10,7 @@ from synthetic_media import stream_summary, write_video
 from app.inference import ModelSource, inference_service
 from app.pipeline import AppSettings, analyse_video
 from app.results_json import avis_results
+from app.stand_in import ColourMotionStandIn
 from app.summary import instance_table, sounding_intervals, timeline_figure
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, decode_mask, encode_mask
@@ -71,15 +72,24 @@ def test_model_setting_becomes_a_source_or_a_one_line_checkpoint_error(tmp_path)
             ModelSource.from_setting(choice, location)
 
 
-def test_inference_service_is_loaded_once_per_model_setting():
-    first = inference_service(ModelSource("embedded"))
-    assert inference_service(ModelSource("embedded")) is first
-    assert inference_service(ModelSource("hub", "owner/other")) is not first
+def test_inference_service_is_loaded_once_per_model_setting(monkeypatch):
+    loads = []
+    monkeypatch.setattr("app.inference.load_service", lambda source: loads.append(source) or object())
+    first, second = ModelSource("hub", "test/cache-first"), ModelSource("hub", "test/cache-second")
+    service = inference_service(first)
+    assert inference_service(first) is service and inference_service(second) is not service
+    assert loads == [first, second]
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """Analyses run on the stand-in, whatever model app.inference.load_service loads."""
+    monkeypatch.setattr("app.pipeline.inference_service", ColourMotionStandIn)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
 def test_stand_in_returns_tracks_of_the_result_type_at_the_video_size(example):
-    service = inference_service(ModelSource("embedded"))
+    service = ColourMotionStandIn(ModelSource("embedded"))
     result = service.predict(str(example), 2.0, 0.3, 3, no_progress)
     np.testing.assert_allclose(result.timestamps, np.arange(10) / 2)
     assert 1 <= len(result.tracks) <= 3 and [t.track_id for t in result.tracks] == list(
@@ -94,7 +104,7 @@ def test_stand_in_returns_tracks_of_the_result_type_at_the_video_size(example):
     assert [t.segmentations for t in again.tracks] == [t.segmentations for t in result.tracks]
 
 
-def test_long_video_is_trimmed_with_a_message(tmp_path):
+def test_long_video_is_trimmed_with_a_message(tmp_path, stand_in):
     source = write_video(tmp_path / "long.mp4", num_frames=36, fps=12)
     settings = AppSettings(max_video_seconds=1.0, work_folder=tmp_path / "runs")
     stages = []
@@ -110,7 +120,7 @@ def test_long_video_is_trimmed_with_a_message(tmp_path):
     assert {"Trimming", "Decoding frames", "Reading the audio", "Rendering"} <= set(stages)
 
 
-def test_video_without_audio_is_analysed_and_the_page_says_so(tmp_path):
+def test_video_without_audio_is_analysed_and_the_page_says_so(tmp_path, stand_in):
     source = write_video(tmp_path / "silent.mp4", audio=False)
     settings = AppSettings(work_folder=tmp_path / "runs")
     analysis = analyse_video(str(source), ModelSource("embedded"), 1.0, 0.0, 5, settings, no_progress)
