@@ -1,0 +1,81 @@
+"""The page in a real headless Chromium (Debian's `chromium`, as CI installs it), driven with playwright."""
+
+from pathlib import Path
+
+import pytest
+from app_server import serve_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "clarinet_guitar_540x360.mp4"
+SCREENSHOT = Path(__file__).parents[1] / "outputs" / "app_browser.png"
+OVERLAY_READY = "() => { const v = document.querySelector('#overlay-video video'); return v && v.readyState === 4; }"
+# Plays the overlay muted for a second and reports what the browser decoded.
+PLAY_OVERLAY = """async () => {
+    const video = document.querySelector('#overlay-video video');
+    video.muted = true;
+    await video.play();
+    await new Promise(resolve => setTimeout(resolve, 1000));
+    video.pause();
+    return {duration: video.duration, width: video.videoWidth, height: video.videoHeight,
+            audioBytes: video.webkitAudioDecodedByteCount, played: video.currentTime};
+}"""
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    with serve_app(tmp_path_factory.mktemp("runs")) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.app_url = url
+        yield page
+        browser.close()
+
+
+def open_and_upload(page, path: Path) -> None:
+    page.goto(page.app_url)
+    page.locator("#input-video input[type=file]").set_input_files(str(path))
+    page.locator("#input-video video").wait_for(state="attached")
+    page.click("#run-button")
+
+
+def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
+    open_and_upload(page, EXAMPLE)
+    page.wait_for_function(OVERLAY_READY, timeout=120_000)
+    played = page.evaluate(PLAY_OVERLAY)
+    assert abs(played["duration"] - 5.0) <= 0.05
+    assert (played["width"], played["height"]) == (540, 360)
+    assert played["audioBytes"] > 0 and played["played"] > 0.5
+    assert "sounding instance" in page.inner_text("#status")
+    table_rows = int(page.locator("#instances [role=grid]").get_attribute("aria-rowcount")) - 1  # minus the header
+    assert table_rows >= 1
+    links = page.locator("#downloads a[download]")
+    names = [links.nth(k).get_attribute("download") for k in range(links.count())]
+    assert names == ["clarinet_guitar_540x360_avis.mp4", "clarinet_guitar_540x360_avis_results.json"]
+    results = page.request.get(links.nth(1).get_attribute("href")).json()
+    assert len(results) == table_rows
+    assert all(len(entry["segmentations"]) == 5 for entry in results)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_corrupt_upload_shows_its_error_in_the_page(page, tmp_path):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    open_and_upload(page, corrupt)
+    message = page.get_by_text("corrupt.mp4 could not be read as a video (Invalid data found when processing input)")
+    message.first.wait_for(state="visible")
+    assert "Traceback" not in page.content()

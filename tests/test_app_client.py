@@ -1,0 +1,80 @@
+"""The app served in-process on 127.0.0.1 and driven through its API with gradio_client, end to end."""
+
+import json
+from pathlib import Path
+
+import pytest
+from app_server import serve_app
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from synthetic_media import stream_summary
+
+from app.layout import build_demo
+from app.pipeline import AppSettings
+from modeling_avis.tracks import decode_mask
+
+EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "clarinet_guitar_540x360.mp4"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with serve_app(tmp_path_factory.mktemp("runs")) as url:
+        yield Client(
+            url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("downloads"))
+        )
+
+
+def test_example_runs_end_to_end_to_a_playable_overlay_and_results_json(client):
+    video, status, table, timeline, downloads = client.predict(
+        handle_file(str(EXAMPLE)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse"
+    )
+    overlay = stream_summary(Path(video))
+    assert overlay["video"]["codec"] == "h264" and overlay["video"]["pix_fmt"] == "yuv420p"
+    assert overlay["audio"]["codec"] == "aac"
+    assert overlay["video"]["frames"] == 120 and abs(overlay["video"]["duration"] - 5.0) <= 1 / 24
+    assert abs(overlay["audio"]["duration"] - 5.0) <= 1 / 24
+
+    results_path = next(Path(path) for path in downloads if path.endswith(".json"))
+    entries = json.loads(results_path.read_text())
+    assert len(entries) == len(table["data"]) >= 1
+    for entry, row in zip(entries, table["data"], strict=True):
+        assert set(entry) == {"video_id", "score", "category_id", "segmentations"}
+        assert 1 <= entry["category_id"] <= 26 and entry["score"] == pytest.approx(row[2], abs=1e-3)
+        assert len(entry["segmentations"]) == 5  # 5 s at 1 frame per second
+        assert decode_mask(entry["segmentations"][0]).shape == (360, 540)
+    assert table["headers"] == ["id", "class", "score", "first second", "last second", "frames"]
+    assert f"**{len(entries)} sounding instance" in status
+    assert timeline["type"] == "matplotlib"
+    assert sorted(Path(path).suffix for path in downloads) == [".json", ".mp4"]
+
+
+def test_corrupt_upload_is_answered_with_a_one_line_message(client, tmp_path):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(corrupt)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse")
+    message = caught.value.message
+    assert message.startswith("corrupt.mp4 could not be read as a video") and "\n" not in message
+
+
+def test_a_bad_model_folder_is_answered_with_a_one_line_message(client, tmp_path):
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(EXAMPLE)), "Local folder", str(tmp_path), 1, 0.3, 10, api_name="/analyse")
+    assert caught.value.message == f"{tmp_path} has no config.json: give a folder written by save_pretrained"
+
+
+def test_analyses_run_through_a_queue_with_the_configured_limits(tmp_path):
+    demo = build_demo(AppSettings(concurrency_limit=2, queue_size=3, work_folder=tmp_path))
+    analyse = next(fn for fn in demo.fns.values() if fn.api_name == "analyse")
+    assert analyse.concurrency_limit == 2 and demo._queue.max_size == 3
+
+
+def test_an_unexpected_failure_shows_one_generic_line_and_no_traceback(client, monkeypatch, caplog):
+    def broken_service(source):
+        raise RuntimeError("internal detail that must stay in the server log")
+
+    monkeypatch.setattr("app.pipeline.inference_service", broken_service)
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(EXAMPLE)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse")
+    assert caught.value.message == "Something went wrong while analysing this video; the server log has the details."
+    assert "internal detail" in caplog.text
