@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-from app_server import serve_app
+
+from .app_server import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

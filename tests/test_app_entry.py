@@ -9,9 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from app_server import free_port
 
 from app.cli import parse_args
+
+from .app_server import free_port
 
 ROOT = Path(__file__).parents[1]
 

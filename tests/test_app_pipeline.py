@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_media import stream_summary, write_video
 
 from app.inference import ModelSource, inference_service
 from app.pipeline import AppSettings, analyse_video
@@ -14,6 +13,8 @@ from app.stand_in import ColourMotionStandIn
 from app.summary import instance_table, sounding_intervals, timeline_figure
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, decode_mask, encode_mask
+
+from .synthetic_media import stream_summary, write_video
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "app" / "examples").glob("*.mp4"))
 
