@@ -23,39 +23,35 @@ _PIXEL_DECODER = [
     (r"mask_features\.", "mask_projection."),
 ]
 
-_FRAME_DECODER = [
-    (r"av_pre_proj\.", "audio_projection."),
-    (r"av_sf\.", "audio_attention_layers."),
-    (r"av_post_proj\.", "audio_fusion."),
+# Both decoders (frame-level and clip-level) share Mask2Former's layer and head names.
+_DECODER = [
     (r"transformer_self_attention_layers\.", "self_attention_layers."),
     (r"transformer_cross_attention_layers\.", "cross_attention_layers."),
     (r"transformer_ffn_layers\.", "ffn_layers."),
     (r"decoder_norm\.", "decoder_norm."),
     (r"query_feat\.", "query_features."),
     (r"query_embed\.", "query_position_embeddings."),
-    (r"level_embed\.", "level_embed."),
-    (r"input_proj\.", "input_projections."),
     (r"class_embed\.", "class_predictor."),
     (r"mask_embed\.", "mask_embedder."),
 ]
 
-_CLIP_MODULE = [
+_FRAME_DECODER = _DECODER + [
+    (r"av_pre_proj\.", "audio_projection."),
+    (r"av_sf\.", "audio_attention_layers."),
+    (r"av_post_proj\.", "audio_fusion."),
+    (r"level_embed\.", "level_embed."),
+    (r"input_proj\.", "input_projections."),
+]
+
+_CLIP_MODULE = _DECODER + [
     (r"av_proj\.", "audio_projection."),
     (r"enc_self_attn\.", "encoder_self_attention_layers."),
     (r"enc_ffn\.", "encoder_ffn_layers."),
     (r"enc_av_cross_attn\.", "fusion_cross_attention_layers."),
     (r"enc_av_ffn\.", "fusion_ffn_layers."),
     (r"(avism|vita)_mask_features\.", "mask_features_projection."),
-    (r"transformer_self_attention_layers\.", "self_attention_layers."),
-    (r"transformer_cross_attention_layers\.", "cross_attention_layers."),
-    (r"transformer_ffn_layers\.", "ffn_layers."),
-    (r"decoder_norm\.", "decoder_norm."),
-    (r"query_feat\.", "query_features."),
-    (r"query_embed\.", "query_position_embeddings."),
     (r"fq_pos\.", "frame_query_position_embeddings."),
     (r"input_proj_dec\.", "input_projection."),
-    (r"class_embed\.", "class_predictor."),
-    (r"mask_embed\.", "mask_embedder."),
     (r"sim_embed_frame\.", "frame_similarity_projection."),
     (r"sim_embed_clip\.", "clip_similarity_projection."),
 ]
