@@ -23,28 +23,36 @@ class MultiScaleDeformableAttention(nn.Module):
         attention_weights: torch.Tensor,
         im2col_step: int,
     ) -> torch.Tensor:
-        # value: (N, S, heads, d); sampling_locations: (N, Lq, heads, levels, points, 2) in [0, 1];
-        # attention_weights: (N, Lq, heads, levels, points). Returns (N, Lq, heads * d).
-        batch, _, heads, head_dim = value.shape
+        # value: (N, S, heads, d); sampling_locations: (N, Lq, heads, levels, points, 2) as (x, y) in [0, 1];
+        # attention_weights: (N, Lq, heads, levels, points). Returns (N, Lq, heads * d). (`im2col_step` is the CUDA
+        # kernel's batching knob; the signature is the kernel's.)
+        # A bilinear sample is a weighted sum of the four pixels around the location, and the attention a weighted
+        # sum of the samples: one embedding_bag sums, for each frame, head and query, the levels x points x 4
+        # (pixel, weight) pairs straight from the values, without materialising a single sample.
+        batch, num_values, heads, head_dim = value.shape
         num_queries = sampling_locations.shape[1]
-        per_level_values = value.split([height * width for height, width in value_spatial_shapes_list], dim=1)
-        # grid_sample's grid spans [-1, 1] over the map, with align_corners=False as the CUDA kernel.
-        sampling_grids = 2 * sampling_locations - 1
-        # (N, Lq, heads, levels, points) -> (N*heads, Lq, levels, points)
-        weights = attention_weights.transpose(1, 2).flatten(0, 1)
-        output = None
-        # one level at a time, weighting the samples as soon as they exist: the temporaries stay one level large
-        for level, (height, width) in enumerate(value_spatial_shapes_list):
-            # (N, H*W, heads, d) -> (N*heads, d, H, W)
-            level_value = per_level_values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
-            # (N, Lq, heads, points, 2) -> (N*heads, Lq, points, 2)
-            level_grid = sampling_grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-            sampled = F.grid_sample(
-                level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
-            # (N*heads, d, Lq, points) x (N*heads, Lq, points) -> (N*heads, Lq, d)
-            contribution = torch.einsum("bdqp,bqp->bqd", sampled, weights[:, :, level])
-            output = contribution if output is None else output + contribution
+        table = value.transpose(1, 2).reshape(-1, head_dim)  # row (n * heads + h) * S + s
+        shapes = value_spatial_shapes.to(sampling_locations.dtype)
+        height, width = shapes[:, 0, None], shapes[:, 1, None]  # (levels, 1), against (..., levels, points)
+        # pixel coordinates with pixel centres on integers, as grid_sample with align_corners=False
+        x = sampling_locations[..., 0] * width - 0.5  # (N, Lq, heads, levels, points)
+        y = sampling_locations[..., 1] * height - 0.5
+        left, top = x.floor(), y.floor()
+        device = value.device
+        rows = (torch.arange(batch, device=device)[:, None] * heads + torch.arange(heads, device=device)) * num_values
+        level_rows = rows[:, None, :, None, None] + level_start_index[:, None]  # (N, 1, heads, levels, 1)
+        indices, weights = [], []
+        for corner_x, corner_y in ((left, top), (left + 1, top), (left, top + 1), (left + 1, top + 1)):
+            # samples outside the map read zeros (grid_sample's padding_mode="zeros")
+            inside = (corner_x >= 0) & (corner_x < width) & (corner_y >= 0) & (corner_y < height)
+            bilinear = (1 - (x - corner_x).abs()) * (1 - (y - corner_y).abs())
+            pixel = corner_y.clamp(min=0).minimum(height - 1) * width + corner_x.clamp(min=0).minimum(width - 1)
+            indices.append(level_rows + pixel.to(torch.int64))
+            weights.append(attention_weights * bilinear * inside)
+        # (N, Lq, heads, levels, points, 4) -> one bag of levels * points * 4 per (n, head, query)
+        indices = torch.stack(indices, -1).transpose(1, 2).reshape(batch * heads * num_queries, -1)
+        weights = torch.stack(weights, -1).transpose(1, 2).reshape(batch * heads * num_queries, -1)
+        output = F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")  # (N*heads*Lq, d)
         return output.view(batch, heads, num_queries, head_dim).transpose(1, 2).reshape(batch, num_queries, -1)
 
 
