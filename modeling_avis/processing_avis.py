@@ -120,8 +120,8 @@ class AvisProcessor(ProcessorMixin):
     def _prepare_video_file(self, path, audio_features, fps, max_frames, max_duration) -> BatchFeature:
         info = probe_video(path)
         notes = []
-        if fps is not None and info.fps is not None and fps > info.fps:
-            notes.append(f"sampled at the video's native {info.fps:g} fps ({fps:g} fps was asked)")
+        if fps is not None and info.base_fps is not None and fps > info.base_fps:
+            notes.append(f"sampled at the video's native {info.base_fps:g} fps ({fps:g} fps was asked)")
         timestamps = []
 
         def images():

@@ -8,7 +8,9 @@ published. We sample at times t_k = k / fps (k = 0, 1, ... while t_k is before t
 the frame on screen at t_k: the last frame whose timestamp is <= t_k (the first frame when none has started yet). Frame
 k then shows second k, the image its audio second starts with. This reads timestamps only, so a variable frame rate
 needs nothing special: a frame that stays on screen for several sampling times is taken once for each. `fps=None`
-takes every decoded frame at its own timestamp. A sampling rate above the video's average rate is lowered to it.
+takes every decoded frame at its own timestamp. A sampling rate above the stream's base rate (the grid every frame
+timestamp falls on: the frame rate of a constant-rate video) is lowered to it, so no frame is taken twice in a row
+for that reason alone.
 
 Phone videos carry a display rotation; sampled frames are turned upright as players show them (so their size can
 differ from `VideoInfo`'s coded width and height).
@@ -39,6 +41,8 @@ class VideoInfo:
 
     width / height: the coded frame size, before any display rotation.
     fps: the video stream's average frame rate (None when the container does not know it).
+    base_fps: the rate every frame timestamp falls on (FFmpeg's guessed rate), the most frames a second can hold;
+        fps itself for a constant frame rate, higher for a variable one (None when unknown).
     duration: seconds, as the container reports it (None when unknown).
     """
 
@@ -46,6 +50,7 @@ class VideoInfo:
     width: int
     height: int
     fps: float | None
+    base_fps: float | None
     duration: float | None
     has_audio: bool
     start_time: float
@@ -92,6 +97,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             width=context.width,
             height=context.height,
             fps=float(stream.average_rate) if stream.average_rate else None,
+            base_fps=float(stream.guessed_rate) if stream.guessed_rate else None,
             duration=duration,
             has_audio=bool(container.streams.audio),
             start_time=_stream_start(stream),
@@ -107,8 +113,8 @@ def read_frames(
     readable video, holds no frames, or fails to decode part-way (a truncated or corrupt file).
     """
     info = probe_video(path)
-    if fps is not None and info.fps is not None:
-        fps = min(fps, info.fps)
+    if fps is not None and info.base_fps is not None:
+        fps = min(fps, info.base_fps)
     count = 0
     for sample in _sample(_decoded_frames(path, info), fps, info.fps):
         if (max_frames is not None and count >= max_frames) or (

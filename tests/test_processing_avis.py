@@ -168,3 +168,14 @@ def test_bad_media_reaches_the_caller_as_an_input_error(tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video\n" * 20)
     with pytest.raises(AvisInputError, match="notes.mp4: not a video FFmpeg can read"):
         AvisProcessor()(tmp_path / "notes.mp4")
+
+
+def test_audio_is_aligned_to_the_video_stream_start(tmp_path):
+    # The video's first frame is shown at 0.5 s of the audio track: frame 0's audio second starts there.
+    path = write_video(tmp_path / "late.mp4", num_frames=3, frame_times_ms=[500, 1500, 2500], audio_seconds=3.0)
+    audio = read_audio(path)
+    assert audio.start == pytest.approx(-0.5)
+    inputs = AvisProcessor()(path, fps="native")
+    assert inputs["timestamps"] == [[0.0, 1.0, 2.0]]
+    from_half_second = AvisFeatureExtractor().log_mel(torch.from_numpy(audio.samples[8000:23600]).double()).float()
+    torch.testing.assert_close(inputs["audio_log_mel"][0, 0], from_half_second)

@@ -57,6 +57,17 @@ def test_variable_frame_rate_samples_the_frame_on_screen_at_each_second(tmp_path
     assert [int(f.image.mean()) for f in sampled] == pytest.approx([frame_value(i) for i in (0, 2, 3, 4)], abs=3)
 
 
+def test_variable_frame_rate_below_the_sampling_rate_repeats_frames(tmp_path):
+    # Four frames over 10 s: about one a second on average, but timestamps on a 10 fps grid, so 2 fps is not lowered.
+    path = write_video(tmp_path / "slides.mp4", num_frames=4, frame_times_ms=[0, 100, 3000, 10000])
+    info = probe_video(path)
+    assert info.fps < 2 and info.base_fps == 10.0
+    sampled = list(read_frames(path, fps=2.0))
+    assert [f.time for f in sampled][:10] == [k / 2 for k in range(10)]
+    shown = [0, 1, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert [int(f.image.mean()) for f in sampled][:10] == pytest.approx([frame_value(i) for i in shown], abs=3)
+
+
 def test_display_rotation_turns_frames_upright(tmp_path):
     path = write_video(tmp_path / "phone.mp4", num_frames=2, size=(64, 48), rotation=90)
     image = next(read_frames(path)).image
