@@ -4,7 +4,12 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_avis import AVISEG_LABELS, PRESETS, AvisConfig, AvisVggishConfig
 from .errors import AvisCheckpointError, AvisError, AvisInputError
+from .feature_extraction_avis import AvisFeatureExtractor
+from .image_processing_avis import AvisImageProcessor
 from .modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisPreTrainedModel
+from .modeling_vggish import AvisVggishModel
+from .processing_avis import AvisProcessor
+from .results import build_video_result, track_summary, write_results_json, write_track_summary
 
 AutoConfig.register("avis", AvisConfig, exist_ok=True)
 AutoConfig.register("avis_vggish", AvisVggishConfig, exist_ok=True)
@@ -18,6 +23,14 @@ AvisForAudioVisualInstanceSegmentation.register_for_auto_class("AutoModel")
 __all__ = [
     "AVISEG_LABELS",
     "PRESETS",
+    "AvisFeatureExtractor",
+    "AvisImageProcessor",
+    "AvisProcessor",
+    "AvisVggishModel",
+    "build_video_result",
+    "track_summary",
+    "write_results_json",
+    "write_track_summary",
     "AvisCheckpointError",
     "AvisConfig",
     "AvisError",

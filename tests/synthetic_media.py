@@ -1,71 +1,80 @@
-"""Small videos written with PyAV for the app's tests: smooth moving gradients and a sine tone."""
+"""Small media files written with PyAV for the decoding and processor tests (nothing binary is committed)."""
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-TONE_HZ = 440.0
+MEDIA = Path(__file__).parents[1] / ".." / "shared" / "media"
 
 
-def gradient_frame(index: int, width: int, height: int) -> np.ndarray:
-    """A smooth RGB gradient that drifts by a pixel per frame: easy on the codec, different in every frame."""
-    x, y = np.meshgrid(np.arange(width) + index, np.arange(height))
-    red = 40 + 150 * x / (width + 60)
-    green = 60 + 120 * y / height
-    blue = np.full(x.shape, 110.0)
-    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+def frame_value(index: int) -> int:
+    """The grey level of synthetic frame `index`: frames are told apart by it after lossy encoding."""
+    return (index * 40 + 10) % 250
 
 
 def write_video(
     path: Path,
-    *,
-    width: int = 320,
-    height: int = 240,
-    fps: int = 12,
     num_frames: int = 24,
-    audio: bool = True,
-    video_codec: str = "libx264",
-    audio_codec: str = "aac",
+    fps: int = 24,
+    size: tuple[int, int] = (64, 48),
+    audio_seconds: float | None = None,
+    frame_times_ms: list[int] | None = None,
+    container_format: str | None = None,
+    codec: str = "libx264",
+    rotation: int | None = None,
 ) -> Path:
-    """A `num_frames / fps` seconds video (and a tone of the same length) at `path`; the suffix picks the container."""
-    with av.open(str(path), "w") as container:
-        video = container.add_stream(video_codec, rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        if video_codec == "libx264":
-            video.options = {"crf": "8", "preset": "veryfast"}
-        tone = container.add_stream(audio_codec, rate=48000, layout="stereo") if audio else None
+    """A video of flat grey frames (`frame_value(i)`), optionally with a 440 Hz stereo AAC track of `audio_seconds`.
+
+    frame_times_ms gives each frame its own timestamp (a variable frame rate).
+    """
+    width, height = size
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if frame_times_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        audio = container.add_stream("aac", rate=44100, layout="stereo") if audio_seconds is not None else None
         for index in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(gradient_frame(index, width, height), format="rgb24")
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode())
-        if tone is not None:
-            samples = round(48000 * num_frames / fps)
-            wave = (0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(samples) / 48000)).astype(np.float32)
-            for start in range(0, samples, 960):
-                chunk = np.ascontiguousarray(np.stack([wave[start : start + 960]] * 2))
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = 48000, start
-                container.mux(tone.encode(frame))
-            container.mux(tone.encode())
+            pixels = np.full((height, width, 3), frame_value(index), dtype=np.uint8)
+            if rotation is not None:
+                pixels[:8, :8] = 255  # marks the top-left corner
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            if frame_times_ms is not None:
+                frame.pts, frame.time_base = frame_times_ms[index], Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        if audio is not None:
+            _encode_tone(container, audio, audio_seconds)
+        if num_frames == 0:
+            container.start_encoding()
     return path
 
 
-def decode_rgb(path: Path) -> list[np.ndarray]:
-    """Every video frame of a (small) file as RGB arrays."""
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+def write_wav(path: Path, seconds: float, sample_rate: int = 16000) -> Path:
+    """A mono 16-bit WAV of a 440 Hz tone."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=sample_rate, layout="mono")
+        samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sample_rate)) / sample_rate) * 32767).astype(
+            np.int16
+        )
+        frame = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
 
 
-def stream_summary(path: Path) -> dict:
-    """Codec, frame count, duration in seconds, and (video) pixel format and size, per stream type."""
-    with av.open(str(path)) as container:
-        summary = {}
-        for stream in container.streams:
-            duration = float(stream.duration * stream.time_base) if stream.duration is not None else None
-            summary[stream.type] = {"codec": stream.codec_context.name, "frames": stream.frames, "duration": duration}
-            if stream.type == "video":
-                context = stream.codec_context
-                summary["video"].update(pix_fmt=context.format.name, size=(context.width, context.height))
-        return summary
+def _encode_tone(container, stream, seconds: float) -> None:
+    sample_rate = stream.codec_context.sample_rate
+    total = int(seconds * sample_rate)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / sample_rate)).astype(np.float32)
+    for start in range(0, total, 1024):
+        chunk = tone[start : start + 1024]
+        frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = sample_rate, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())

@@ -11,8 +11,8 @@ from app.layout import build_demo
 from app.pipeline import AppSettings
 from modeling_avis.tracks import decode_mask
 
+from .app_media import stream_summary
 from .app_server import serve_app
-from .synthetic_media import stream_summary
 
 EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "clarinet_guitar_540x360.mp4"
 

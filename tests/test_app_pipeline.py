@@ -14,7 +14,7 @@ from app.summary import instance_table, sounding_intervals, timeline_figure
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, decode_mask, encode_mask
 
-from .synthetic_media import stream_summary, write_video
+from .app_media import stream_summary, write_video
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "app" / "examples").glob("*.mp4"))
 

@@ -8,7 +8,7 @@ from app.render import FILL_OPACITY, OverlayPainter, render_overlay, track_colou
 from modeling_avis.errors import AvisInputError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
 
-from .synthetic_media import decode_rgb, stream_summary, write_video
+from .app_media import decode_rgb, stream_summary, write_video
 
 WIDTH, HEIGHT, FPS, NUM_FRAMES = 320, 240, 12, 24
 

@@ -1,0 +1,134 @@
+"""The audio part of the AVIS processor: VGGish's log-mel examples, one per sampled frame.
+
+The original (`avism/data/datasets/extract_audio_feat/vggish_input.py::wavfile_to_examples`) cuts the 44.1 kHz WAV
+into one-second pieces, piece k = seconds [k, k + 1) for JPEG frame k, averages each to mono, resamples it to 16 kHz
+with resampy and keeps the first 96-frame log-mel example of the piece; a piece too short for one example (under
+0.975 s) gives an all-zero example. Here the whole track is resampled once (PyAV, at decoding) and each frame takes
+the one-second window that starts at its timestamp, with the same rule for windows the audio does not cover: the
+all-zero example is also what a video without sound, or the seconds after its audio ends, get.
+"""
+
+import math
+
+import numpy as np
+import torch
+from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
+
+from .errors import AvisInputError
+
+# Windows turned into log-mel at once: bounds the (windows x frames x FFT bins) float64 spectrum to ~200 MB.
+WINDOWS_PER_BATCH = 256
+
+
+class AvisFeatureExtractor(FeatureExtractionMixin):
+    r"""
+    VGGish log-mel examples (`vggish_params.py` of the original) at given times of a mono waveform.
+
+    sampling_rate (`int`): rate the waveform must have (Hz).
+    num_mel_bins (`int`): mel bands.
+    num_frames (`int`): log-mel frames per example (96 x 10 ms).
+    window_seconds, hop_seconds (`float`): STFT window (periodic Hann) and hop.
+    min_frequency, max_frequency (`float`): edges of the mel filter bank (Hz, HTK mel scale).
+    log_offset (`float`): added to the mel magnitudes before the log.
+    """
+
+    model_input_names = ["audio_log_mel"]
+
+    def __init__(
+        self,
+        sampling_rate: int = 16000,
+        num_mel_bins: int = 64,
+        num_frames: int = 96,
+        window_seconds: float = 0.025,
+        hop_seconds: float = 0.010,
+        min_frequency: float = 125.0,
+        max_frequency: float = 7500.0,
+        log_offset: float = 0.01,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.sampling_rate = sampling_rate
+        self.num_mel_bins = num_mel_bins
+        self.num_frames = num_frames
+        self.window_seconds = window_seconds
+        self.hop_seconds = hop_seconds
+        self.min_frequency = min_frequency
+        self.max_frequency = max_frequency
+        self.log_offset = log_offset
+
+    @property
+    def window_length(self) -> int:
+        return round(self.sampling_rate * self.window_seconds)
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.sampling_rate * self.hop_seconds)
+
+    @property
+    def example_length(self) -> int:
+        """Samples one example needs: 15600 (0.975 s) with VGGish's settings."""
+        return self.window_length + (self.num_frames - 1) * self.hop_length
+
+    def __call__(
+        self,
+        waveform: np.ndarray,
+        timestamps: list[float] | np.ndarray,
+        sampling_rate: int,
+        start: float = 0.0,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """`audio_log_mel` (T, num_frames, num_mel_bins) float32: the example of the window starting at each timestamp.
+
+        waveform: (N,) mono samples; `waveform[i]` plays at `start + i / sampling_rate` seconds (the timestamps'
+        clock). A window whose first `example_length` samples the waveform does not hold gets the all-zero example.
+        """
+        if sampling_rate != self.sampling_rate:
+            raise AvisInputError(f"the audio must be sampled at {self.sampling_rate} Hz, not {sampling_rate} Hz")
+        waveform = torch.as_tensor(np.asarray(waveform), dtype=torch.float64)
+        offsets = torch.round((torch.as_tensor(timestamps, dtype=torch.float64) - start) * sampling_rate).long()
+        covered = (offsets >= 0) & (offsets + self.example_length <= len(waveform))
+        examples = torch.zeros(len(offsets), self.num_frames, self.num_mel_bins)
+        indices = covered.nonzero().flatten()
+        for first in range(0, len(indices), WINDOWS_PER_BATCH):
+            batch = indices[first : first + WINDOWS_PER_BATCH]
+            windows = waveform[offsets[batch, None] + torch.arange(self.example_length)]
+            examples[batch] = self.log_mel(windows).float()
+        return BatchFeature({"audio_log_mel": examples}, tensor_type=return_tensors)
+
+    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(..., samples) -> (..., frames, num_mel_bins): log(|STFT| @ mel filters + log_offset), as `mel_features.py`.
+
+        The STFT frames the signal without padding (frames = 1 + (samples - window) // hop), applies a periodic
+        Hann window and zero-pads each frame at its end to the next power of two (512 at 16 kHz).
+        """
+        fft_length = 2 ** math.ceil(math.log2(self.window_length))
+        frames = waveform.unfold(-1, self.window_length, self.hop_length)
+        window = torch.hann_window(self.window_length, periodic=True, dtype=waveform.dtype)
+        magnitudes = torch.fft.rfft(frames * window, n=fft_length).abs()
+        mel = magnitudes @ self.mel_filters(fft_length // 2 + 1).to(waveform.dtype)
+        return torch.log(mel + self.log_offset)
+
+    def mel_filters(self, num_spectrogram_bins: int) -> torch.Tensor:
+        """(num_spectrogram_bins, num_mel_bins) triangular filters, linear in HTK mel, with no weight on the DC bin."""
+        bin_mels = _hertz_to_mel(
+            torch.linspace(0.0, self.sampling_rate / 2, num_spectrogram_bins, dtype=torch.float64)
+        )
+        edges = torch.linspace(
+            _hertz_to_mel(torch.tensor(self.min_frequency, dtype=torch.float64)),
+            _hertz_to_mel(torch.tensor(self.max_frequency, dtype=torch.float64)),
+            self.num_mel_bins + 2,
+            dtype=torch.float64,
+        )
+        lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+        rising = (bin_mels[:, None] - lower) / (center - lower)
+        falling = (upper - bin_mels[:, None]) / (upper - center)
+        filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+        filters[0] = 0.0
+        return filters
+
+
+def _hertz_to_mel(frequencies: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(frequencies / 700.0)
+
+
+__all__ = ["AvisFeatureExtractor"]

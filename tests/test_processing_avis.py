@@ -1,0 +1,182 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor
+
+from modeling_avis.configuration_avis import SWIN_L_BACKBONE, AvisConfig
+from modeling_avis.errors import AvisInputError
+from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
+from modeling_avis.image_processing_avis import AvisImageProcessor
+from modeling_avis.processing_avis import AvisProcessor
+from modeling_avis.video_io import read_audio, read_frames
+
+from .synthetic_media import MEDIA, frame_value, write_video, write_wav
+
+CLIP = MEDIA / "dogs_640x360.mp4"
+MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+
+
+def test_clip_becomes_model_inputs_with_metadata():
+    inputs = AvisProcessor()(CLIP)
+    assert inputs["pixel_values"].shape == (1, 5, 3, 384, 640) and inputs["pixel_values"].dtype == torch.float32
+    assert inputs["audio_log_mel"].shape == (1, 5, 96, 64) and inputs["audio_log_mel"].dtype == torch.float32
+    assert inputs["timestamps"] == [[0.0, 1.0, 2.0, 3.0, 4.0]]
+    assert inputs["image_size"] == [[360, 640]] and inputs["original_size"] == [[360, 640]]
+    assert inputs["has_audio"] == [True] and inputs["fps"] == [24.0] and inputs["notes"] == [[]]
+    # A 360p frame is not resized: pixel_values is the decoded frame normalised, then 24 rows of zeros.
+    frame = torch.from_numpy(list(read_frames(CLIP))[3].image).permute(2, 0, 1).float()
+    torch.testing.assert_close(inputs["pixel_values"][0, 3, :, :360], (frame - MEAN) / STD)
+    assert inputs["pixel_values"][0, :, :, 360:].abs().max() == 0
+    # Frame k's audio is the second [k, k + 1) of the track.
+    audio = read_audio(CLIP)
+    second_two = AvisFeatureExtractor().log_mel(torch.from_numpy(audio.samples[32000:47600]).double()).float()
+    torch.testing.assert_close(inputs["audio_log_mel"][0, 2], second_two)
+
+
+def test_native_rate_and_limits():
+    processor = AvisProcessor()
+    assert processor(CLIP, fps="native", max_frames=30)["pixel_values"].shape[1] == 30
+    assert processor(CLIP, fps=2.0, max_duration=2.0)["timestamps"] == [[0.0, 0.5, 1.0, 1.5]]
+
+
+def test_precomputed_audio_features_replace_the_log_mel(tmp_path):
+    features = np.random.default_rng(0).standard_normal((7, 128)).astype(np.float32)
+    np.save(tmp_path / "dogs.npy", features)
+    for given in (features, tmp_path / "dogs.npy"):
+        inputs = AvisProcessor()(CLIP, audio_features=given)
+        assert "audio_log_mel" not in inputs
+        torch.testing.assert_close(inputs["audio_features"], torch.from_numpy(features[None, :5]))
+        assert inputs["notes"] == [["the audio features have 7 rows: the first 5 were used"]]
+
+
+def test_too_few_audio_features_are_refused():
+    with pytest.raises(AvisInputError, match="the audio features cover 3 frames but the video has 5"):
+        AvisProcessor()(CLIP, audio_features=np.zeros((3, 128), np.float32))
+
+
+def test_video_without_audio_gets_silent_examples_and_says_so(tmp_path):
+    path = write_video(tmp_path / "mute.mp4", num_frames=48, fps=24)
+    inputs = AvisProcessor()(path)
+    assert inputs["has_audio"] == [False]
+    assert inputs["audio_log_mel"].abs().max() == 0 and inputs["audio_log_mel"].shape == (1, 2, 96, 64)
+    assert inputs["notes"] == [
+        ["mute.mp4 has no audio track: every frame was given the silent (all-zero) audio example"]
+    ]
+
+
+def test_audio_shorter_than_the_video_is_padded_with_silence(tmp_path):
+    path = write_video(tmp_path / "short.mp4", num_frames=96, fps=24, audio_seconds=1.5)
+    inputs = AvisProcessor()(path)
+    log_mel = inputs["audio_log_mel"][0]
+    assert [bool(example.abs().max() > 0) for example in log_mel] == [True, False, False, False]
+    assert inputs["has_audio"] == [True]
+    assert inputs["notes"][0][0].startswith("the audio covers 0.00-1.5")
+    assert inputs["notes"][0][0].endswith("3 of 4 frames were given the silent (all-zero) audio example")
+
+
+def _aviseg_split(tmp_path, with_features=False, with_wav=False):
+    frames_dir = tmp_path / "test" / "JPEGImages" / "vid01"
+    frames_dir.mkdir(parents=True)
+    for k in range(3):
+        Image.fromarray(np.full((48, 64, 3), frame_value(k), np.uint8)).save(frames_dir / f"{k:05d}.jpg")
+    if with_features:
+        (tmp_path / "test" / "FEATAudios").mkdir()
+        np.save(tmp_path / "test" / "FEATAudios" / "vid01.npy", np.ones((3, 128), np.float32))
+    if with_wav:
+        (tmp_path / "test" / "WAVAudios").mkdir()
+        write_wav(tmp_path / "test" / "WAVAudios" / "vid01.wav", 3.0)
+    return frames_dir
+
+
+def test_aviseg_frame_folder_reads_its_features_beside_it(tmp_path):
+    inputs = AvisProcessor()(_aviseg_split(tmp_path, with_features=True))
+    assert inputs["pixel_values"].shape == (1, 3, 3, 384, 480)
+    assert inputs["timestamps"] == [[0.0, 1.0, 2.0]] and inputs["original_size"] == [[48, 64]]
+    torch.testing.assert_close(inputs["audio_features"], torch.ones(1, 3, 128))
+    grey = (frame_value(2) - MEAN[0, 0, 0]) / STD[0, 0, 0]
+    assert abs(inputs["pixel_values"][0, 2, 0, 100, 100].item() - grey.item()) < 1.5 / 58.395  # JPEG rounding
+
+
+def test_aviseg_frame_folder_reads_its_wav_beside_it(tmp_path):
+    inputs = AvisProcessor()(_aviseg_split(tmp_path, with_wav=True))
+    assert inputs["audio_log_mel"].shape == (1, 3, 96, 64) and inputs["has_audio"] == [True]
+    assert all(example.abs().max() > 0 for example in inputs["audio_log_mel"][0])
+
+
+def test_frame_folder_without_sound_says_so(tmp_path):
+    inputs = AvisProcessor()(_aviseg_split(tmp_path), max_frames=2)
+    assert inputs["has_audio"] == [False] and inputs["audio_log_mel"].shape == (1, 2, 96, 64)
+    assert inputs["notes"][0] == [
+        "vid01 has no FEATAudios/vid01.npy or WAVAudios/vid01.wav beside it: every frame was given the silent (all-zero) "
+        "audio example"
+    ]
+
+
+def test_frame_folder_needs_a_frame_rate(tmp_path):
+    with pytest.raises(AvisInputError, match="vid01: a frame folder has no native rate"):
+        AvisProcessor()(_aviseg_split(tmp_path), fps="native")
+
+
+def test_non_positive_fps_is_refused():
+    with pytest.raises(AvisInputError, match="fps must be positive, not 0.0"):
+        AvisProcessor()(CLIP, fps=0)
+
+
+def test_sampling_above_the_native_rate_is_noted(tmp_path):
+    path = write_video(tmp_path / "slow.mp4", num_frames=6, fps=6)
+    inputs = AvisProcessor()(path, fps=10.0)
+    assert inputs["pixel_values"].shape[1] == 6
+    assert inputs["notes"] == [["sampled at the video's native 6 fps (10 fps was asked)", *inputs["notes"][0][1:]]]
+
+
+def test_save_and_load_round_trip_through_auto_processor(tmp_path):
+    processor = AvisProcessor(AvisImageProcessor(shortest_edge=448), AvisFeatureExtractor(log_offset=0.02), fps=2.0)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["processor_class"] == "AvisProcessor" and saved["fps"] == 2.0
+    for loaded in (AvisProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert type(loaded) is AvisProcessor and loaded.fps == 2.0
+        assert type(loaded.image_processor) is AvisImageProcessor and loaded.image_processor.shortest_edge == 448
+        assert type(loaded.feature_extractor) is AvisFeatureExtractor and loaded.feature_extractor.log_offset == 0.02
+        assert loaded.to_dict() == processor.to_dict()
+
+
+def test_processor_for_a_swin_model_uses_448_pixel_frames():
+    swin = AvisConfig(backbone_config=SWIN_L_BACKBONE, pixel_std=[1.0, 2.0, 3.0])
+    processor = AvisProcessor.from_model_config(swin)
+    assert processor.image_processor.shortest_edge == 448 and processor.image_processor.image_std == [1.0, 2.0, 3.0]
+    assert AvisProcessor.from_model_config(AvisConfig()).image_processor.shortest_edge == 360
+
+
+def test_post_process_tracks_uses_the_inputs_metadata():
+    inputs = AvisProcessor()(CLIP, max_frames=2)
+    masks = torch.zeros(2, 2, 360, 640, dtype=torch.bool)
+    masks[1, :, 10:20, 30:40] = True
+    result = AvisProcessor().post_process_tracks(
+        torch.tensor([0.4, 0.9]), torch.tensor([13, 2]), masks, inputs, AvisConfig().id2label
+    )
+    assert [(t.track_id, t.label_name) for t in result.tracks] == [(1, "guitar"), (2, "dog")]
+    assert (result.height, result.width, result.fps, result.has_audio) == (360, 640, 24.0, True)
+    np.testing.assert_array_equal(result.timestamps, [0.0, 1.0])
+    assert result.tracks[0].areas().tolist() == [100, 100]
+
+
+def test_bad_media_reaches_the_caller_as_an_input_error(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video\n" * 20)
+    with pytest.raises(AvisInputError, match="notes.mp4: not a video FFmpeg can read"):
+        AvisProcessor()(tmp_path / "notes.mp4")
+
+
+def test_audio_is_aligned_to_the_video_stream_start(tmp_path):
+    # The video's first frame is shown at 0.5 s of the audio track: frame 0's audio second starts there.
+    path = write_video(tmp_path / "late.mp4", num_frames=3, frame_times_ms=[500, 1500, 2500], audio_seconds=3.0)
+    audio = read_audio(path)
+    assert audio.start == pytest.approx(-0.5)
+    inputs = AvisProcessor()(path, fps="native")
+    assert inputs["timestamps"] == [[0.0, 1.0, 2.0]]
+    from_half_second = AvisFeatureExtractor().log_mel(torch.from_numpy(audio.samples[8000:23600]).double()).float()
+    torch.testing.assert_close(inputs["audio_log_mel"][0, 0], from_half_second)
