@@ -398,7 +398,6 @@ class AvisFrameDecoder(nn.Module):
 
         normed, logits, embeddings = self.predict(queries)
         class_logits, mask_logits, frame_queries = [logits], [self.masks(embeddings, mask_features)], []
-        num_layers = len(self.cross_attention_layers)
         for index, (cross, self_attn, ffn) in enumerate(
             zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
         ):
