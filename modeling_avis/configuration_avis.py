@@ -1,5 +1,6 @@
 """Configuration of AVISM, the audio-visual instance segmentation model of AVIS (CVPR 2025)."""
 
+from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto import AutoConfig
@@ -38,6 +39,7 @@ SWIN_L_BACKBONE = {
 }
 
 
+@strict
 class AvisVggishConfig(PreTrainedConfig):
     r"""
     The VGGish audio encoder: log-mel patches (`num_frames` x `num_mel_bins`) to one embedding per patch.
@@ -58,6 +60,7 @@ class AvisVggishConfig(PreTrainedConfig):
     num_mel_bins: int = 64
 
 
+@strict
 class AvisConfig(PreTrainedConfig):
     r"""
     Every hyperparameter of AVISM (`configs/avism/*.yaml` of the original), with the R50 / ImageNet defaults.
@@ -88,6 +91,8 @@ class AvisConfig(PreTrainedConfig):
     clip_enforce_input_projection (`bool`): a linear projection of the frame queries before the clip module.
     num_frame_query_layers (`int`): frame-decoder layers whose queries train the clip module (`LAST_LAYER_NUM`).
     audio_feature_size (`int`): width of one audio feature (VGGish: 128).
+    freeze_audio_encoder (`bool`): keep the audio encoder's weights fixed in training (the published models read
+        precomputed VGGish features, so their encoder never trained with them).
     frame_chunk_size (`int`): frames per backbone + pixel decoder + frame decoder pass at inference.
     mask_chunk_size (`int`): frames per mask upsampling pass at inference.
     num_detections (`int`): top-k (clip query, class) pairs kept per video.
@@ -137,6 +142,7 @@ class AvisConfig(PreTrainedConfig):
     num_frame_query_layers: int = 3
     # audio
     audio_feature_size: int = 128
+    freeze_audio_encoder: bool = True
     # inference
     frame_chunk_size: int = 18
     mask_chunk_size: int = 5
@@ -169,6 +175,11 @@ class AvisConfig(PreTrainedConfig):
         super().validate_architecture()
         if self.backbone_config.model_type not in ("resnet", "swin"):
             raise ValueError(f"AVISM runs on a ResNet or a Swin backbone, not {self.backbone_config.model_type!r}")
+        if self.audio_config is not None and self.audio_config.fc_sizes[-1] != self.audio_feature_size:
+            raise ValueError(
+                f"the audio encoder gives {self.audio_config.fc_sizes[-1]}-d embeddings but the model reads "
+                f"audio_feature_size={self.audio_feature_size}"
+            )
         if self.hidden_dim % self.num_attention_heads or self.clip_hidden_dim % self.clip_num_attention_heads:
             raise ValueError("the attention widths must be divisible by their numbers of heads")
 

@@ -20,6 +20,7 @@ from .backbone_avis import build_backbone
 from .configuration_avis import AvisConfig
 from .deformable_attention import AvisMultiscaleDeformableAttention, MultiScaleDeformableAttention
 from .loss_avis import AvisLoss
+from .modeling_vggish import AvisVggishModel
 
 logger = logging.get_logger(__name__)
 
@@ -671,7 +672,16 @@ class AvisModel(AvisPreTrainedModel):
         self.pixel_decoder = AvisPixelDecoder(config, self.backbone.channels)
         self.frame_decoder = AvisFrameDecoder(config)
         self.clip_module = AvisClipModule(config)
+        self.audio_encoder = None if config.audio_config is None else AvisVggishModel(config.audio_config)
         self.post_init()
+        if self.audio_encoder is not None and config.freeze_audio_encoder:
+            self.audio_encoder.freeze()
+
+    def encode_audio(self, audio_log_mel: torch.Tensor) -> torch.Tensor:
+        """VGGish log-mel examples (..., 96, 64) -> audio features (..., audio_feature_size)."""
+        if self.audio_encoder is None:
+            raise ValueError("this model has no audio encoder (config.audio_config is None): give audio_features")
+        return self.audio_encoder(audio_log_mel.flatten(0, -3)).unflatten(0, audio_log_mel.shape[:-2])
 
     def encode_frames(
         self, pixel_values: torch.Tensor, audio_features: torch.Tensor, output_frame_predictions: bool = False
@@ -694,15 +704,22 @@ class AvisModel(AvisPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        audio_features: torch.Tensor,
+        audio_features: torch.Tensor | None = None,
+        audio_log_mel: torch.Tensor | None = None,
         output_frame_predictions: bool | None = None,
     ) -> AvisModelOutput:
         r"""
         pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
         audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame (VGGish: 128-d).
+        audio_log_mel (`(B, T, 96, 64)`): instead of `audio_features`, the VGGish log-mel example of each frame,
+            encoded by the model's audio encoder.
         output_frame_predictions (`bool`, *optional*): also return the frame-level mask logits of every decoder
             layer (defaults to training mode: inference needs only the frame queries).
         """
+        if (audio_features is None) == (audio_log_mel is None):
+            raise ValueError("give exactly one of audio_features and audio_log_mel")
+        if audio_features is None:
+            audio_features = self.encode_audio(audio_log_mel)
         if output_frame_predictions is None:
             output_frame_predictions = self.training
         batch, num_frames = pixel_values.shape[:2]
@@ -756,17 +773,19 @@ class AvisForAudioVisualInstanceSegmentation(AvisPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        audio_features: torch.Tensor,
+        audio_features: torch.Tensor | None = None,
+        audio_log_mel: torch.Tensor | None = None,
         mask_labels: list[torch.Tensor] | None = None,
         class_labels: list[torch.Tensor] | None = None,
     ) -> AvisInstanceSegmentationOutput:
         r"""
         pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
         audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame.
+        audio_log_mel (`(B, T, 96, 64)`): instead of `audio_features`, log-mel examples for the audio encoder.
         mask_labels (`list` of `(N_b, T, H, W)`): ground-truth masks at the padded size (empty where absent).
         class_labels (`list` of `(N_b,)`): ground-truth classes in [0, num_labels).
         """
-        outputs = self.model(pixel_values, audio_features)
+        outputs = self.model(pixel_values, audio_features, audio_log_mel)
         loss = loss_dict = None
         if mask_labels is not None and class_labels is not None:
             frames, clip = outputs.frame_decoder_output, outputs.clip_output

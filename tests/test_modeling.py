@@ -8,6 +8,7 @@ import textwrap
 import huggingface_hub
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from kernels import LayerRepository, LocalLayerRepository, Mode, kernelize, use_kernel_mapping
 from transformers import AutoConfig, AutoModel
 
@@ -229,3 +230,39 @@ def test_clip_window_settings_run_and_pad(window, tiny_inputs):
     output = run(model, *tiny_inputs)
     assert output.clip_output.encoded_frame_queries.shape == (1, 1, 7, 10, 32)
     assert torch.isfinite(output.class_logits).all()
+
+
+SMALL_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
+
+
+def test_log_mel_goes_through_the_models_audio_encoder(tiny_inputs):
+    torch.manual_seed(0)
+    model = AvisModel(tiny_config(audio_config=SMALL_VGGISH)).eval()
+    pixels, _ = tiny_inputs
+    log_mel = torch.randn(1, 7, 96, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = model.audio_encoder(log_mel[0])[None]
+        from_log_mel = model(pixels, audio_log_mel=log_mel)
+        from_features = model(pixels, audio_features=features)
+    assert features.shape == (1, 7, 128)
+    assert torch.equal(from_log_mel.class_logits, from_features.class_logits)
+
+
+def test_the_audio_encoder_is_frozen_unless_configured(tiny_inputs):
+    frozen = AvisModel(tiny_config(audio_config=SMALL_VGGISH))
+    trained = AvisModel(tiny_config(audio_config=SMALL_VGGISH, freeze_audio_encoder=False))
+    assert not any(p.requires_grad for p in frozen.audio_encoder.parameters())
+    assert all(p.requires_grad for p in trained.audio_encoder.parameters())
+
+
+def test_audio_must_come_one_way():
+    model = AvisModel(tiny_config()).eval()
+    with pytest.raises(ValueError, match="exactly one"):
+        model(torch.zeros(1, 2, 3, 64, 64))
+    with pytest.raises(ValueError, match="no audio encoder"):
+        model(torch.zeros(1, 2, 3, 64, 64), audio_log_mel=torch.zeros(1, 2, 96, 64))
+
+
+def test_an_audio_encoder_that_does_not_fit_is_a_config_error():
+    with pytest.raises(StrictDataclassClassValidationError, match="audio_feature_size"):
+        tiny_config(audio_config={**SMALL_VGGISH, "fc_sizes": [32, 64]})
