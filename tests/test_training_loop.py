@@ -139,6 +139,7 @@ def test_fine_tuning_from_a_saved_model_evaluates_periodically_and_saves_the_res
     args[:2] = ["--model", str(tmp_path / "start")]
     history = train.main([*args, "--eval-steps", "1", "--eval-short-edge", "64"])
     assert [record["step"] for record in history] == [1, 2]
+    assert all(np.isfinite(record[key]) for record in history for key in train.LOSS_GROUPS)
     for step in (1, 2):
         metrics = json.loads((tmp_path / f"out/eval/step_{step:08d}/metrics.json").read_text())
         assert 0 <= metrics["FSLA"] <= 100 and 0 <= metrics["HOTA"] <= 100 and 0 <= metrics["mAP"] <= 100

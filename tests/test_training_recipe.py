@@ -188,3 +188,11 @@ def test_frames_are_normalized_then_zero_padded():
     expected = (200 - torch.tensor(config.pixel_mean)) / torch.tensor(config.pixel_std)
     assert torch.allclose(pixel_values[0, 1, :, 2, 4], expected)
     assert pixel_values[..., 3, :].abs().max() == 0 and pixel_values[..., 5].abs().max() == 0
+
+
+def test_a_saved_model_loads_for_fine_tuning_with_its_no_object_class_weights(tmp_path):
+    # The weights are non-persistent buffers of the loss: from_pretrained used to leave them uninitialised.
+    AvisForAudioVisualInstanceSegmentation(tiny_config(no_object_weight=0.2)).save_pretrained(tmp_path)
+    criterion = AvisForAudioVisualInstanceSegmentation.from_pretrained(tmp_path).criterion
+    assert criterion.frame_empty_weight.tolist() == pytest.approx([1.0] * 26 + [0.2])
+    assert criterion.clip_empty_weight.tolist() == pytest.approx([1.0] * 26 + [0.1])

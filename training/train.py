@@ -289,13 +289,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     history = []
     step, steps_this_run = progress["step"], 0
     stop = step >= args.max_train_steps
+    resume_epoch, resume_batches = progress["epoch"], progress["batches_in_epoch"]
     model.train()
     tick = time.perf_counter()
-    for epoch in range(progress["epoch"], num_epochs):
+    for epoch in range(resume_epoch, num_epochs):
         if stop:
             break
         train_dataloader.set_epoch(epoch)
-        skipped = progress["batches_in_epoch"] if epoch == progress["epoch"] else 0
+        skipped = resume_batches if epoch == resume_epoch else 0
         batches = accelerator.skip_first_batches(train_dataloader, skipped) if skipped else train_dataloader
         loss_sums, micro_batches = None, 0
         for batch_index, batch in enumerate(batches, start=skipped + 1):
