@@ -168,6 +168,23 @@ def read_frame(path: Path) -> Tensor:
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
 
 
+def load_audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
+    """The (T, 128) float32 audio features of the given frames, from the video's FEATAudios file.
+
+    Every model input's audio enters here, in training and in evaluation: computing features from the WAV instead
+    (log-mel -> VGGish) means changing this function only.
+    """
+    if not video.audio_features_path.is_file():
+        raise AvisInputError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
+    features = np.load(video.audio_features_path)
+    if features.ndim != 2 or features.shape[0] < len(video.frame_paths):
+        raise AvisInputError(
+            f"{video.audio_features_path} has shape {features.shape}; "
+            f"expected one row per frame ({len(video.frame_paths)})"
+        )
+    return torch.from_numpy(features[frame_indices].astype(np.float32))
+
+
 class AvisegClipDataset(Dataset):
     """Training clips of an AVISeg split: one random clip of each annotated video per epoch.
 
@@ -224,7 +241,7 @@ class AvisegClipDataset(Dataset):
             video_id=video.video_id,
             frame_indices=torch.tensor(frame_indices),
             frames=frames,
-            audio_features=self._audio_features(video, frame_indices),
+            audio_features=load_audio_features(video, frame_indices),
             class_labels=torch.tensor([instance.label for instance in instances], dtype=torch.long)[visible],
             mask_labels=masks[visible],
         )
@@ -252,18 +269,6 @@ class AvisegClipDataset(Dataset):
                 mask = torch.from_numpy(mask_utils.decode(segmentation).astype(bool))
                 masks[index] = transform.masks(mask[None])[0]
         return masks
-
-    @staticmethod
-    def _audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
-        if not video.audio_features_path.is_file():
-            raise AvisInputError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
-        features = np.load(video.audio_features_path)
-        if features.ndim != 2 or features.shape[0] < len(video.frame_paths):
-            raise AvisInputError(
-                f"{video.audio_features_path} has shape {features.shape}; "
-                f"expected one row per frame ({len(video.frame_paths)})"
-            )
-        return torch.from_numpy(features[frame_indices].astype(np.float32))
 
 
 def collate_clips(clips: list[AvisegClip], size_divisibility: int = 32) -> dict:
@@ -303,6 +308,8 @@ __all__ = [
     "AvisegInstance",
     "AvisegVideo",
     "collate_clips",
+    "load_audio_features",
     "load_aviseg_split",
+    "read_frame",
     "sample_frame_indices",
 ]

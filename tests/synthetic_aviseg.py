@@ -1,0 +1,130 @@
+"""A tiny AVISeg-format dataset written to disk: videos of a red and a blue square, where the audio tells which of
+them sound. Only sounding squares are annotated (red: category 1, label 0; blue: category 2, label 1), as in AVISeg.
+
+Squares sit on a 4-pixel grid and move 4 pixels per frame, so a mask on the model's stride-4 grid is exact.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modeling_avis.modeling_avis import AvisModelOutput
+
+HEIGHT, WIDTH, LENGTH, SIDE = 64, 64, 6, 16
+COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
+CATEGORIES = [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]
+CATEGORY_OF = {"red": 1, "blue": 2}
+# audio feature dims that are 1 when the square sounds
+AUDIO_DIMS = {"red": slice(0, 64), "blue": slice(64, 128)}
+
+
+@dataclass(frozen=True)
+class SyntheticVideo:
+    name: str
+    red_start: tuple[int, int]  # (top, left) in frame 0
+    blue_start: tuple[int, int]
+    sounding: tuple[str, ...]
+
+    def box(self, colour: str, frame: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right): red moves right, blue moves down, 4 pixels per frame."""
+        top, left = self.red_start if colour == "red" else self.blue_start
+        if colour == "red":
+            left += 4 * frame
+        else:
+            top += 4 * frame
+        return top, left, top + SIDE, left + SIDE
+
+
+TRAIN_VIDEOS = (
+    SyntheticVideo("both", (4, 4), (8, 40), ("red", "blue")),
+    SyntheticVideo("red_only", (40, 8), (4, 28), ("red",)),
+    SyntheticVideo("blue_only", (8, 20), (4, 4), ("blue",)),
+    SyntheticVideo("red_again", (24, 0), (0, 44), ("red",)),
+)
+EVAL_VIDEOS = TRAIN_VIDEOS[:3] + (SyntheticVideo("silent", (4, 4), (4, 44), ()),)
+
+
+def write_split(root: Path, split: str, videos: tuple[SyntheticVideo, ...]) -> Path:
+    """Writes `<root>/<split>.json`, `<root>/<split>/JPEGImages/<video>/*.jpg` and `FEATAudios/<video>.npy`."""
+    frames_dir, audio_dir = root / split / "JPEGImages", root / split / "FEATAudios"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    annotations = []
+    for video_id, video in enumerate(videos, start=1):
+        (frames_dir / video.name).mkdir(parents=True)
+        for frame in range(LENGTH):
+            pixels = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
+            for colour, rgb in COLOURS.items():
+                top, left, bottom, right = video.box(colour, frame)
+                pixels[top:bottom, left:right] = rgb
+            Image.fromarray(pixels).save(frames_dir / video.name / f"{frame:05d}.png")
+        audio = np.zeros((LENGTH, 128), dtype=np.float32)
+        for colour in video.sounding:
+            audio[:, AUDIO_DIMS[colour]] = 1.0
+        np.save(audio_dir / f"{video.name}.npy", audio)
+        for colour in video.sounding:
+            boxes = [video.box(colour, frame) for frame in range(LENGTH)]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "video_id": video_id,
+                    "category_id": CATEGORY_OF[colour],
+                    "iscrowd": 0,
+                    "height": HEIGHT,
+                    "width": WIDTH,
+                    "segmentations": [[[x0, y0, x1, y0, x1, y1, x0, y1]] for y0, x0, y1, x1 in boxes],
+                    "areas": [float(SIDE * SIDE)] * LENGTH,
+                }
+            )
+    dataset = {
+        "categories": CATEGORIES,
+        "videos": [
+            {
+                "id": video_id,
+                "file_names": [f"{video.name}/{frame:05d}.png" for frame in range(LENGTH)],
+                "height": HEIGHT,
+                "width": WIDTH,
+                "length": LENGTH,
+            }
+            for video_id, video in enumerate(videos, start=1)
+        ],
+        "annotations": annotations,
+    }
+    (root / f"{split}.json").write_text(json.dumps(dataset))
+    return root
+
+
+class SoundingSquareOracle(torch.nn.Module):
+    """A stand-in for AVISM that is always right on this dataset: query 0 segments the red square and query 1 the
+    blue one (found by colour in the frames), each classified as its label when the audio says it sounds and as
+    no-object otherwise. Its masks are exact on the stride-4 grid, so post-processing gives the ground truth."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, pixel_values: torch.Tensor, audio_features: torch.Tensor) -> AvisModelOutput:
+        batch, frames = pixel_values.shape[:2]
+        mean = torch.tensor(self.config.pixel_mean).view(3, 1, 1)
+        std = torch.tensor(self.config.pixel_std).view(3, 1, 1)
+        rgb = pixel_values * std + mean  # (B, T, 3, H, W); the padding reads as the mean colour
+        red = (rgb[:, :, 0] > 150) & (rgb[:, :, 2] < 100)
+        blue = (rgb[:, :, 2] > 150) & (rgb[:, :, 0] < 100)
+        channels = self.config.mask_feature_size
+        mask_features = torch.zeros(batch, frames, channels, *rgb.shape[-2:])[..., 1::4, 1::4]
+        # +16 inside, -10 outside: after the 4x bilinear upsampling a square's corner pixels (weight 0.39 inside)
+        # stay positive and the pixels along its edges outside (weight 0.375 inside) stay negative
+        mask_features[:, :, 0] = red[..., 1::4, 1::4].float() * 26 - 10
+        mask_features[:, :, 1] = blue[..., 1::4, 1::4].float() * 26 - 10
+        queries, num_labels = self.config.num_clip_queries, self.config.num_labels
+        mask_embeddings = torch.zeros(batch, queries, channels)
+        mask_embeddings[:, 0, 0] = mask_embeddings[:, 1, 1] = 1.0
+        class_logits = torch.zeros(batch, queries, num_labels + 1)
+        class_logits[:, :, -1] = 10.0  # no object
+        for query, colour in enumerate(("red", "blue")):
+            sounds = audio_features[:, 0, AUDIO_DIMS[colour]].mean(-1) > 0.5
+            class_logits[sounds, query, query] = 20.0
+        return AvisModelOutput(class_logits=class_logits, mask_embeddings=mask_embeddings, mask_features=mask_features)
