@@ -141,11 +141,11 @@ class AvisLoss(nn.Module):
             config.class_weight, config.mask_weight, config.dice_weight, config.train_num_points
         )
         num_labels = len(config.id2label)
-        self.register_buffer("frame_empty_weight", self._class_weights(num_labels, config.no_object_weight), False)
-        self.register_buffer("clip_empty_weight", self._class_weights(num_labels, config.clip_no_object_weight), False)
+        self.register_buffer("frame_empty_weight", self.class_weights(num_labels, config.no_object_weight), False)
+        self.register_buffer("clip_empty_weight", self.class_weights(num_labels, config.clip_no_object_weight), False)
 
     @staticmethod
-    def _class_weights(num_labels: int, no_object_weight: float) -> Tensor:
+    def class_weights(num_labels: int, no_object_weight: float) -> Tensor:
         weights = torch.ones(num_labels + 1)
         weights[-1] = no_object_weight
         return weights

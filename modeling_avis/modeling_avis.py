@@ -653,8 +653,8 @@ class AvisPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AvisLoss):
             # Non-persistent buffers: `from_pretrained` leaves them uninitialised unless they are set here.
             num_labels = len(self.config.id2label)
-            init.copy_(module.frame_empty_weight, module._class_weights(num_labels, self.config.no_object_weight))
-            init.copy_(module.clip_empty_weight, module._class_weights(num_labels, self.config.clip_no_object_weight))
+            init.copy_(module.frame_empty_weight, module.class_weights(num_labels, self.config.no_object_weight))
+            init.copy_(module.clip_empty_weight, module.class_weights(num_labels, self.config.clip_no_object_weight))
 
 
 @dataclass
