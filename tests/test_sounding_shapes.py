@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.video_io import read_audio
 from training.data import AvisegClipDataset
 from training.sounding_shapes import HEIGHT, SAMPLE_RATE, WIDTH, generate, sample_video
@@ -88,6 +89,19 @@ def test_the_training_reader_takes_the_generated_split(dataset):
     root, splits = dataset
     clip = AvisegClipDataset(root, "train")[0]
     assert clip.frames.shape[1:] == (3, HEIGHT, WIDTH)
-    assert clip.audio_features.shape == (5, 128)
+    assert clip.audio.shape == (5, 128)
     assert clip.mask_labels.shape[0] == len(clip.class_labels)
     assert json.loads((root / "train.json").read_text()) == splits["train"]
+
+
+def test_log_mel_clips_come_from_the_wav_second_by_second(dataset):
+    root, _ = dataset
+    clip = AvisegClipDataset(root, "train", audio_input="audio_log_mel")[0]
+    assert clip.audio.shape == (5, 96, 64)
+    video = next(v for v in AvisegClipDataset(root, "train").videos if v.video_id == clip.video_id)
+    extractor = AvisFeatureExtractor()
+    samples = read_audio(video.wav_path, SAMPLE_RATE).samples
+    for row, index in enumerate(clip.frame_indices.tolist()):
+        second = samples[index * SAMPLE_RATE : (index + 1) * SAMPLE_RATE]
+        expected = extractor(second, [0.0], SAMPLE_RATE)["audio_log_mel"][0]
+        assert (clip.audio[row] - expected).abs().max() < 1e-4

@@ -161,11 +161,11 @@ def test_a_clip_has_the_documented_shapes_and_the_audio_rows_of_its_frames(avise
     clip = AvisegClipDataset(aviseg_root)[0]
     num_instances = len(clip.class_labels)
     assert clip.frames.shape == (5, 3, HEIGHT, WIDTH) and clip.frames.dtype == torch.uint8
-    assert clip.audio_features.shape == (5, 128) and clip.audio_features.dtype == torch.float32
+    assert clip.audio.shape == (5, 128) and clip.audio.dtype == torch.float32
     assert clip.mask_labels.shape == (num_instances, 5, HEIGHT, WIDTH) and clip.mask_labels.dtype == torch.bool
     assert clip.class_labels.dtype == torch.long and num_instances >= 1
     assert clip.frame_indices.tolist() == sorted(clip.frame_indices.tolist())
-    np.testing.assert_array_equal(clip.audio_features[:, 0].numpy(), 1000.0 + clip.frame_indices.numpy())
+    np.testing.assert_array_equal(clip.audio[:, 0].numpy(), 1000.0 + clip.frame_indices.numpy())
 
 
 def test_masks_cover_their_rectangles_and_are_empty_where_the_instance_is_absent(aviseg_root):
@@ -291,7 +291,7 @@ def test_collate_pads_frames_and_masks_to_a_multiple_of_32(aviseg_root):
     batch = collate_clips(clips)
     assert batch["frames"].shape == (2, 5, 3, 64, 64) and batch["frames"].dtype == torch.uint8
     assert batch["pixel_mask"].sum((1, 2)).tolist() == [HEIGHT * WIDTH, 40 * 50]
-    assert batch["audio_features"].shape == (2, 5, 128)
+    assert batch["audio"].shape == (2, 5, 128)
     assert batch["frame_indices"].shape == (2, 5) and batch["video_ids"] == [1, 4]
     for index, clip in enumerate(clips):
         padded = batch["mask_labels"][index]

@@ -77,7 +77,7 @@ def test_frames_are_resized_as_the_original_test_mapper(aviseg_root):
     # the longest edge is capped: 64 -> 360 would give 360x360, capped to 100x100
     assert evaluation.read_test_video(video, short_edge=360, max_size=100).frames.shape[-2:] == (100, 100)
     clip = evaluation.read_test_video(video, short_edge=64)
-    assert clip.audio_features.shape == (LENGTH, 128) and clip.audio_features[:, :64].min() == 1  # red sounds
+    assert clip.audio.shape == (LENGTH, 128) and clip.audio[:, :64].min() == 1  # red sounds
 
 
 def test_test_size_is_the_original_one_for_each_backbone():

@@ -21,7 +21,10 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modeling_avis.configuration_avis import AvisConfig
 from modeling_avis.errors import AvisInputError
+from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
+from modeling_avis.video_io import read_audio
 
 from .augmentation import ClipAugmentation, FrameTransform
 
@@ -48,6 +51,7 @@ class AvisegVideo:
     height: int
     width: int
     audio_features_path: Path
+    wav_path: Path
     instances: tuple[AvisegInstance, ...]
 
 
@@ -58,7 +62,7 @@ class AvisegClip:
     video_id: int
     frame_indices: Tensor  # (T,) long, sorted, may repeat
     frames: Tensor  # (T, 3, H, W) uint8 RGB
-    audio_features: Tensor  # (T, 128) float32
+    audio: Tensor  # (T, 128) float32 features, or (T, 96, 64) log-mel examples (see `load_audio`)
     class_labels: Tensor  # (N,) long in [0, K)
     mask_labels: Tensor  # (N, T, H, W) bool, all False where the instance is absent
 
@@ -130,6 +134,7 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
                 height=height,
                 width=width,
                 audio_features_path=root / split / "FEATAudios" / f"{name}.npy",
+                wav_path=root / split / "WAVAudios" / f"{name}.wav",
                 instances=instances,
             )
         )
@@ -169,11 +174,7 @@ def read_frame(path: Path) -> Tensor:
 
 
 def load_audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
-    """The (T, 128) float32 audio features of the given frames, from the video's FEATAudios file.
-
-    Every model input's audio enters here, in training and in evaluation: computing features from the WAV instead
-    (log-mel -> VGGish) means changing this function only.
-    """
+    """The (T, 128) float32 audio features of the given frames, from the video's FEATAudios file."""
     if not video.audio_features_path.is_file():
         raise AvisInputError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
     features = np.load(video.audio_features_path)
@@ -183,6 +184,35 @@ def load_audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
             f"expected one row per frame ({len(video.frame_paths)})"
         )
     return torch.from_numpy(features[frame_indices].astype(np.float32))
+
+
+def load_audio_log_mel(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
+    """The (T, 96, 64) VGGish log-mel examples of the given frames, from the video's WAVAudios file.
+
+    AVISeg samples one frame per second: frame i goes with second [i, i + 1) of the sound, as in the original's
+    feature extraction (`wavfile_to_examples`).
+    """
+    if not video.wav_path.is_file():
+        raise AvisInputError(f"no audio for video {video.name!r} at {video.wav_path}")
+    extractor = AvisFeatureExtractor()
+    audio = read_audio(video.wav_path, extractor.sampling_rate)
+    samples, start = (np.zeros(0, np.float32), 0.0) if audio is None else (audio.samples, audio.start)
+    timestamps = [float(index) for index in frame_indices]
+    return extractor(samples, timestamps, extractor.sampling_rate, start=start)["audio_log_mel"]
+
+
+# The model input each kind of audio becomes, and where it is read from.
+AUDIO_LOADERS = {"audio_features": load_audio_features, "audio_log_mel": load_audio_log_mel}
+
+
+def audio_input_name(config: AvisConfig) -> str:
+    """A model with an audio encoder reads log-mel examples; the published ones read VGGish features."""
+    return "audio_features" if config.audio_config is None else "audio_log_mel"
+
+
+def load_audio(video: AvisegVideo, frame_indices: list[int], audio_input: str) -> Tensor:
+    """Every model input's audio enters here, in training and in evaluation (`audio_input`: see AUDIO_LOADERS)."""
+    return AUDIO_LOADERS[audio_input](video, frame_indices)
 
 
 class AvisegClipDataset(Dataset):
@@ -199,8 +229,10 @@ class AvisegClipDataset(Dataset):
         num_frames: int = 5,
         frame_range: int = 20,
         augmentation: ClipAugmentation | None = None,
+        audio_input: str = "audio_features",
     ):
         self.videos = [video for video in load_aviseg_split(root, split) if is_annotated(video)]
+        self.audio_input = audio_input
         self.num_frames = num_frames
         self.frame_range = frame_range
         self.augmentation = augmentation
@@ -241,7 +273,7 @@ class AvisegClipDataset(Dataset):
             video_id=video.video_id,
             frame_indices=torch.tensor(frame_indices),
             frames=frames,
-            audio_features=load_audio_features(video, frame_indices),
+            audio=load_audio(video, frame_indices, self.audio_input),
             class_labels=torch.tensor([instance.label for instance in instances], dtype=torch.long)[visible],
             mask_labels=masks[visible],
         )
@@ -274,8 +306,8 @@ class AvisegClipDataset(Dataset):
 def collate_clips(clips: list[AvisegClip], size_divisibility: int = 32) -> dict:
     """A batch of B clips of T frames, zero-padded at the bottom and right to a multiple of `size_divisibility`.
 
-    Returns frames (B, T, 3, Hp, Wp) uint8, pixel_mask (B, Hp, Wp) bool (True on real pixels), audio_features
-    (B, T, 128) float32, mask_labels: B x (N_b, T, Hp, Wp) bool, class_labels: B x (N_b,) long, video_ids: B ids,
+    Returns frames (B, T, 3, Hp, Wp) uint8, pixel_mask (B, Hp, Wp) bool (True on real pixels), audio (B, T, 128)
+    features or (B, T, 96, 64) log-mel, mask_labels: B x (N_b, T, Hp, Wp) bool, class_labels: B x (N_b,) long, video_ids: B ids,
     frame_indices (B, T) long.
     """
     height = math.ceil(max(clip.frames.shape[-2] for clip in clips) / size_divisibility) * size_divisibility
@@ -294,7 +326,7 @@ def collate_clips(clips: list[AvisegClip], size_divisibility: int = 32) -> dict:
     return {
         "frames": frames,
         "pixel_mask": pixel_mask,
-        "audio_features": torch.stack([clip.audio_features for clip in clips]),
+        "audio": torch.stack([clip.audio for clip in clips]),
         "mask_labels": mask_labels,
         "class_labels": [clip.class_labels for clip in clips],
         "video_ids": [clip.video_id for clip in clips],
@@ -308,7 +340,10 @@ __all__ = [
     "AvisegInstance",
     "AvisegVideo",
     "collate_clips",
+    "audio_input_name",
+    "load_audio",
     "load_audio_features",
+    "load_audio_log_mel",
     "load_aviseg_split",
     "read_frame",
     "sample_frame_indices",

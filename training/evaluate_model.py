@@ -26,7 +26,7 @@ from modeling_avis.post_processing_avis import instance_mask_chunks, score_insta
 from modeling_avis.tracks import encode_mask
 
 from .augmentation import Resize, shortest_edge_size
-from .data import AvisegClip, AvisegVideo, collate_clips, load_audio_features, load_aviseg_split, read_frame
+from .data import AvisegClip, AvisegVideo, audio_input_name, collate_clips, load_audio, load_aviseg_split, read_frame
 from .evaluation import evaluate_predictions
 from .evaluation.__main__ import format_metrics_table
 from .model_inputs import model_inputs
@@ -41,8 +41,10 @@ def test_short_edge(model: nn.Module) -> int:
     return TEST_SHORT_EDGE[model.config.backbone_config.model_type]
 
 
-def read_test_video(video: AvisegVideo, short_edge: int, max_size: int = TEST_MAX_SIZE) -> AvisegClip:
-    """Every frame of a video resized as the original's test mapper (ResizeShortestEdge), with its audio features."""
+def read_test_video(
+    video: AvisegVideo, short_edge: int, audio_input: str = "audio_features", max_size: int = TEST_MAX_SIZE
+) -> AvisegClip:
+    """Every frame of a video resized as the original's test mapper (ResizeShortestEdge), with its audio."""
     height, width = shortest_edge_size(video.height, video.width, short_edge, max_size)
     resize = Resize(video.height, video.width, height, width)
     frame_indices = list(range(len(video.frame_paths)))
@@ -50,7 +52,7 @@ def read_test_video(video: AvisegVideo, short_edge: int, max_size: int = TEST_MA
         video_id=video.video_id,
         frame_indices=torch.tensor(frame_indices),
         frames=torch.stack([resize.image(read_frame(path)) for path in video.frame_paths]),
-        audio_features=load_audio_features(video, frame_indices),
+        audio=load_audio(video, frame_indices, audio_input),
         class_labels=torch.zeros(0, dtype=torch.long),
         mask_labels=torch.zeros(0, len(frame_indices), height, width, dtype=torch.bool),
     )
@@ -63,7 +65,7 @@ def predict_video(model: nn.Module, video: AvisegVideo, short_edge: int, acceler
     category_id is the label + 1: AVISeg's category ids 1..26 are the model's labels 0..25 (`config.id2label`).
     """
     config = model.config
-    clip = read_test_video(video, short_edge)
+    clip = read_test_video(video, short_edge, audio_input_name(config))
     batch = collate_clips([clip], config.size_divisibility)
     inputs = {key: value.to(accelerator.device) for key, value in model_inputs(batch, config).items()}
     with accelerator.autocast():

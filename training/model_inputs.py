@@ -5,6 +5,8 @@ from torch import Tensor
 
 from modeling_avis.configuration_avis import AvisConfig
 
+from .data import audio_input_name
+
 
 def normalize_frames(frames: Tensor, pixel_mask: Tensor, config: AvisConfig) -> Tensor:
     """(B, T, 3, Hp, Wp) uint8 RGB -> float32 normalised with the config's mean and std, zero outside `pixel_mask`.
@@ -19,10 +21,10 @@ def normalize_frames(frames: Tensor, pixel_mask: Tensor, config: AvisConfig) -> 
 
 
 def model_inputs(batch: dict, config: AvisConfig) -> dict[str, Tensor]:
-    """`pixel_values` and `audio_features` of a `collate_clips` batch (already on the model's device)."""
+    """`pixel_values` and the audio input (`audio_features` or `audio_log_mel`) of a `collate_clips` batch."""
     return {
         "pixel_values": normalize_frames(batch["frames"], batch["pixel_mask"], config),
-        "audio_features": batch["audio_features"],
+        audio_input_name(config): batch["audio"],
     }
 
 

@@ -31,7 +31,7 @@ from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 
 from .augmentation import ClipAugmentation
-from .data import AvisegClipDataset, collate_clips
+from .data import AvisegClipDataset, audio_input_name, collate_clips
 from .evaluate_model import evaluate_model
 from .evaluation.__main__ import format_metrics_table
 from .model_inputs import model_inputs
@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         crop_probability=args.crop_probability,
         flip_probability=args.flip_probability,
     )
-    train_dataset = AvisegClipDataset(args.data, args.train_split, args.num_frames, args.frame_range, augmentation)
+    train_dataset = AvisegClipDataset(
+        args.data, args.train_split, args.num_frames, args.frame_range, augmentation, audio_input_name(config)
+    )
     train_dataloader = DataLoader(
         SeededDataset(train_dataset, args.seed),
         batch_size=args.batch_size,
