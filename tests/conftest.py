@@ -1,6 +1,7 @@
 """Shared helpers: where the reference fixtures live, and a tiny random-weight AVISM configuration."""
 
 import json
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ def original_io_cases() -> list[tuple[str, str]]:
         for entry in json.loads(manifest.read_text())["io"].values():
             cases.append((manifest.parent.name, entry["file"]))
     return cases
+
+
+@cache
+def converted_model(name: str):
+    """The original model folder `name` converted (AvisForAudioVisualInstanceSegmentation), built once per session."""
+    from conversion.convert_avism import build_converted_model, load_original_state_dict
+    from conversion.original_config import avis_config_from_original, load_original_config
+
+    folder = ORIGINAL / name
+    config = avis_config_from_original(load_original_config(folder / "config.yaml"))
+    return build_converted_model(load_original_state_dict(folder / "model_final.pth"), config)
 
 
 def tiny_config(**overrides) -> AvisConfig:

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from app.media import probe_video, transcode, trim_video
-from app.render import FILL_OPACITY, OverlayPainter, render_overlay, track_colour
+from app.media import probe_upload, trim_video
 from modeling_avis.errors import AvisInputError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
+from modeling_avis.video_io import probe_video
+from modeling_avis.visualization import FILL_OPACITY, OverlayPainter, render_overlay, track_colour, transcode
 
 from .app_media import decode_rgb, stream_summary, write_video
 
@@ -147,7 +148,7 @@ def test_progress_reaches_the_end_of_the_video(tmp_path, video):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("corrupt.mp4", b"\x00\x01not a video" * 100, "could not be read as a video"),
+        ("corrupt.mp4", b"\x00\x01not a video" * 100, "not a video FFmpeg can read"),
         ("notes.txt", b"hello", "not a video the app takes"),
     ],
     ids=["corrupt", "wrong-suffix"],
@@ -156,7 +157,7 @@ def test_unusable_files_raise_a_one_line_input_error(tmp_path, name, content, me
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(AvisInputError, match=message) as caught:
-        probe_video(path)
+        probe_upload(path)
     assert "\n" not in str(caught.value) and name in str(caught.value)
 
 
@@ -170,5 +171,5 @@ def test_audio_only_file_is_refused_for_having_no_video_track(tmp_path):
         frame.sample_rate, frame.pts = 48000, 0
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    with pytest.raises(AvisInputError, match="has no video track"):
-        probe_video(path)
+    with pytest.raises(AvisInputError, match="has no video stream"):
+        probe_upload(path)
