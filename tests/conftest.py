@@ -71,3 +71,21 @@ def tiny_inputs():
 
     generator = torch.Generator().manual_seed(0)
     return torch.randn(1, 7, 3, 64, 96, generator=generator), torch.randn(1, 7, 128, generator=generator)
+
+
+# A VGGish small enough for tests, whose embeddings have the model's 128 dimensions.
+TINY_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory):
+    """A tiny random AVISM with an audio encoder that keeps every instance (threshold 0), saved as save_pretrained
+    writes it (no processor saved)."""
+    import torch
+
+    from modeling_avis import AvisModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_avis")
+    AvisModel(tiny_config(audio_config=TINY_VGGISH, score_threshold=0.0)).save_pretrained(folder)
+    return folder

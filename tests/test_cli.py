@@ -7,27 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from modeling_avis import AVISEG_LABELS, AvisModel
+from modeling_avis import AVISEG_LABELS
 from modeling_avis.__main__ import main
 from modeling_avis.tracks import decode_mask
 from training.evaluation.inputs import load_ground_truth, load_predictions
 
 from .app_media import stream_summary
-from .conftest import MEDIA, tiny_config
+from .conftest import MEDIA
 
 ROOT = Path(__file__).parents[1]
 CLIP = MEDIA / "dogs_640x360.mp4"
-TINY_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_avis")
-    AvisModel(tiny_config(audio_config=TINY_VGGISH, score_threshold=0.0)).save_pretrained(folder)
-    return folder
 
 
 def ground_truth(videos: dict[int, tuple[str, int, int, int]]) -> dict:
@@ -42,9 +32,11 @@ def ground_truth(videos: dict[int, tuple[str, int, int, int]]) -> dict:
     }
 
 
-def test_predict_writes_an_h264_aac_overlay_and_a_results_json_the_evaluator_reads(model_folder, tmp_path, capsys):
+def test_predict_writes_an_h264_aac_overlay_and_a_results_json_the_evaluator_reads(
+    tiny_model_folder, tmp_path, capsys
+):
     overlay, results = tmp_path / "overlay.mp4", tmp_path / "results.json"
-    argv = ["predict", str(CLIP), "--model", str(model_folder), "--out", str(overlay), "--json", str(results)]
+    argv = ["predict", str(CLIP), "--model", str(tiny_model_folder), "--out", str(overlay), "--json", str(results)]
     assert main([*argv, "--max-instances", "2", "--summary"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "dogs_640x360.mp4: 2 sounding instances in 5 frames"
@@ -58,7 +50,7 @@ def test_predict_writes_an_h264_aac_overlay_and_a_results_json_the_evaluator_rea
     assert decode_mask(entries[0]["segmentations"][0]).shape == (360, 640)
 
 
-def test_predict_on_a_folder_segments_every_video_and_reports_the_bad_one(model_folder, tmp_path, capsys):
+def test_predict_on_a_folder_segments_every_video_and_reports_the_bad_one(tiny_model_folder, tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     for clip in sorted(MEDIA.glob("*.mp4")):
@@ -66,7 +58,7 @@ def test_predict_on_a_folder_segments_every_video_and_reports_the_bad_one(model_
     (videos / "broken.mp4").write_bytes(b"\x00\x01not a video" * 100)
     (videos / "notes.txt").write_text("not a video, not listed")
     overlays, results = tmp_path / "overlays", tmp_path / "results.json"
-    argv = ["predict", str(videos), "--model", str(model_folder), "--out", str(overlays), "--json", str(results)]
+    argv = ["predict", str(videos), "--model", str(tiny_model_folder), "--out", str(overlays), "--json", str(results)]
     assert main([*argv, "--max-instances", "1"]) == 2
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
@@ -111,13 +103,13 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
-def test_bad_input_is_one_line_on_stderr_and_exit_status_2(model_folder, tmp_path, capsys, case):
+def test_bad_input_is_one_line_on_stderr_and_exit_status_2(tiny_model_folder, tmp_path, capsys, case):
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x01not a video" * 100)
     (tmp_path / "empty").mkdir()
     (tmp_path / "frames").mkdir()
     (tmp_path / "frames" / "00000.jpg").write_bytes(b"")
     argv, message = BAD_INPUTS[case]
-    argv = [arg.format(model=model_folder, tmp=tmp_path) for arg in argv]
+    argv = [arg.format(model=tiny_model_folder, tmp=tmp_path) for arg in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

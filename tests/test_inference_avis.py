@@ -16,11 +16,10 @@ from modeling_avis.inference_avis import (
 )
 from modeling_avis.post_processing_avis import post_process_video_instance_segmentation
 
-from .conftest import MEDIA, ORIGINAL, converted_model, original_io_cases, tiny_config
+from .conftest import MEDIA, ORIGINAL, TINY_VGGISH, converted_model, original_io_cases, tiny_config
 
 CASES = original_io_cases()
 CLIPS = sorted(MEDIA.glob("*.mp4"))
-TINY_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
 
 
 def one_shot(model, pixel_values, audio, image_size, target_size):
@@ -99,15 +98,6 @@ def test_model_frame_chunks_regroups_chunks_of_any_size_into_the_models_chunks()
     regrouped = list(model_frame_chunks(chunks, 3))
     assert [chunk["pixel_values"].tolist() for chunk in regrouped] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
     assert all(torch.equal(chunk["audio_features"], chunk["pixel_values"] * 10) for chunk in regrouped)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_folder(tmp_path_factory):
-    """A tiny random AVISM with an audio encoder, saved as save_pretrained writes it (no processor saved)."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_avis")
-    AvisModel(tiny_config(audio_config=TINY_VGGISH, score_threshold=0.0)).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("clip", CLIPS, ids=[clip.stem for clip in CLIPS])
