@@ -31,6 +31,9 @@ class MultiScaleDeformableAttention(nn.Module):
         # (pixel, weight) pairs straight from the values, without materialising a single sample.
         batch, _, heads, head_dim = value.shape
         num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[4]
+        # pixel positions and bilinear weights in float32 whatever the autocast dtype: bf16 resolves half a pixel at 80
+        precision = torch.promote_types(sampling_locations.dtype, torch.float32)
+        sampling_locations, attention_weights = sampling_locations.to(precision), attention_weights.to(precision)
         table, level_starts = self.zero_bordered_table(value, value_spatial_shapes_list)
         # table row of (frame n, bordered pixel p, head h): (n * R + p) * heads + h, R bordered pixels per frame
         pixels_per_frame = table.shape[0] // (batch * heads)
@@ -62,7 +65,7 @@ class MultiScaleDeformableAttention(nn.Module):
             sampled = F.embedding_bag(
                 pixels.view(-1, num_points * 4),
                 table,
-                per_sample_weights=pair_weights.view(-1, num_points * 4),
+                per_sample_weights=pair_weights.view(-1, num_points * 4).to(table.dtype),  # autocast: bf16 values
                 mode="sum",
             )
             output = sampled if output is None else output.add_(sampled)

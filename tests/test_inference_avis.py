@@ -122,6 +122,7 @@ def test_segmenter_equals_the_one_shot_path_on_the_processors_inputs(tiny_model_
     result = segmenter(clip, fps=2.0)
     inputs = segmenter.processor(clip, fps=2.0)
     model = segmenter.model
+    model.config.frame_chunk_size = segmenter.frame_chunk_size  # the one-shot path in the segmenter's chunks
     with torch.inference_mode():
         output = model(inputs["pixel_values"], audio_log_mel=inputs["audio_log_mel"])
         instances, masks = post_process_video_instance_segmentation(
