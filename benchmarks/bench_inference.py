@@ -3,15 +3,17 @@
     python benchmarks/bench_inference.py                       # T = 18, 36, 60, 120, 600, streaming
     python benchmarks/bench_inference.py --frames 18 36 --one-shot
 
-Each video length runs in a fresh process (so each peak RSS is its own: `ru_maxrss` of that child, from wait4) with
-2 torch threads and glibc's malloc tuned as the command line tunes it (`--plain-malloc` leaves it). A video is 360x640 frames, padded to 384x640 as the processor pads them, with 128-d audio features;
-the frames are made chunk by chunk, so no video is ever held whole. The time covers everything after the model is
-built: both passes of `segment_video` and the RLE encoding of the masks (`build_video_result`), as the CLI runs them.
-`--one-shot` also times the straightforward path (`AvisModel.forward` on the whole video, then
-`post_process_video_instance_segmentation`) for comparison. The machine's load average is printed with each row:
-other processes share its cores.
+Each video length runs in a fresh process (so each peak RSS is its own: `ru_maxrss` of that child, from wait4) on 2
+CPU threads, with glibc's malloc tuned as the command line tunes it (`--plain-malloc` leaves it). A video is 360x640
+frames, padded to 384x640 as the processor pads them, with 128-d audio features; the frames are made chunk by chunk,
+so no video is ever held whole. The time covers everything after the model is built: both passes of
+`AvisVideoSegmenter.segment` (frames encoded one per thread, see `encode_video`) and the RLE encoding of the masks
+(`build_video_result`), as the command line runs them. `--one-shot` also times the straightforward path
+(`AvisModel.forward` on the whole video with 2 torch threads in the config's 18-frame chunks, then
+`post_process_video_instance_segmentation`). The machine's load average is printed with each row: other processes
+may share its cores.
 
-The original's numbers (issue 8): AVISM's own code on this kind of machine, 2 threads, the same model and frames.
+The original's numbers are issue 8's: AVISM's own code on this kind of machine, 2 threads, the same model and frames.
 """
 
 import argparse
@@ -27,6 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ORIGINAL_FPS = {18: 0.50, 36: 0.47}
 ORIGINAL_RSS_GB = {18: 6.05, 60: 7.70, 120: 9.82, 600: 9.82 + 480 * 0.035}
 IMAGE_SIZE, PADDED_SIZE = (360, 640), (384, 640)
+HEADER = (
+    "| T    | path      | fps    | vs orig. | RSS GB | vs orig. | seconds | CPU s   | sys s  | kept | load before / after |\n"
+    "|------|-----------|--------|----------|--------|----------|---------|---------|--------|------|---------------------|"
+)
 
 
 def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> dict:
@@ -34,9 +40,9 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from modeling_avis import AvisConfig, AvisModel
+    from modeling_avis import AvisConfig, AvisModel, AvisProcessor
     from modeling_avis.__main__ import reuse_freed_memory
-    from modeling_avis.inference_avis import STREAMING_FRAME_CHUNK, AvisMaskFeatureStore, segment_video
+    from modeling_avis.inference_avis import AvisVideoSegmenter
     from modeling_avis.post_processing_avis import post_process_video_instance_segmentation
     from modeling_avis.results import build_video_result
 
@@ -46,9 +52,8 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
     torch.manual_seed(0)
     model = AvisModel(AvisConfig.from_preset("r50_imagenet")).eval()
     config = model.config
-
-    # the one-shot path runs the config's 18-frame chunks (the original's); streaming, the segmenter's
-    chunk = config.frame_chunk_size if one_shot else STREAMING_FRAME_CHUNK
+    segmenter = AvisVideoSegmenter(model, AvisProcessor.from_model_config(config), cpu_threads=threads)
+    chunk = config.frame_chunk_size if one_shot else segmenter.frame_chunk_size
 
     def video_chunks():
         generator = torch.Generator().manual_seed(1)
@@ -63,8 +68,8 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
     timestamps = [float(k) for k in range(frames)]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    with torch.inference_mode():
-        if one_shot:
+    if one_shot:
+        with torch.inference_mode():
             parts = list(video_chunks())
             pixel_values = torch.cat([part["pixel_values"] for part in parts])[None]
             audio = torch.cat([part["audio_features"] for part in parts])[None]
@@ -77,16 +82,12 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
             result = build_video_result(
                 instances.scores, instances.labels, masks, timestamps, *IMAGE_SIZE, config.id2label
             )
-        else:
-            with AvisMaskFeatureStore() as store:
-                segmentation = segment_video(
-                    model, video_chunks(), IMAGE_SIZE, IMAGE_SIZE, store, frame_chunk_size=STREAMING_FRAME_CHUNK
-                )
-                instances = segmentation.instances
-                result = build_video_result(
-                    instances.scores, instances.labels, segmentation.masks, timestamps, *IMAGE_SIZE, config.id2label
-                )
-                spilled = store.spilled_frames
+    else:
+        with segmenter.segment(video_chunks(), IMAGE_SIZE, IMAGE_SIZE) as segmentation:
+            instances = segmentation.instances
+            result = build_video_result(
+                instances.scores, instances.labels, segmentation.masks, timestamps, *IMAGE_SIZE, config.id2label
+            )
     seconds = time.perf_counter() - start
     return {
         "frames": frames,
@@ -94,7 +95,6 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
         "seconds": seconds,
         "fps": frames / seconds,
         "kept": len(result.tracks),
-        "spilled": 0 if one_shot else spilled,
         "load": (load_before, os.getloadavg()[0]),
     }
 
@@ -115,14 +115,14 @@ def run_child(frames: int, one_shot: bool, args: argparse.Namespace) -> dict:
     return measured
 
 
-def print_row(row: dict) -> None:
-    fps_ratio = f"{row['fps'] / ORIGINAL_FPS[row['frames']]:.2f}x" if row["frames"] in ORIGINAL_FPS else "-"
-    rss_ratio = f"{row['rss_gb'] / ORIGINAL_RSS_GB[row['frames']]:.2f}x" if row["frames"] in ORIGINAL_RSS_GB else "-"
-    print(
-        f"| {row['frames']:>4} | {row['mode']:<9} | {row['fps']:6.3f} | {fps_ratio:>8} | {row['rss_gb']:5.2f} | "
-        f"{rss_ratio:>8} | {row['seconds']:7.1f} | {row['system_seconds']:6.1f} | {row['kept']:>4} | "
-        f"{row['spilled']:>7} | {row['load'][0]:.2f} / {row['load'][1]:.2f} |",
-        flush=True,
+def format_row(row: dict) -> str:
+    frames = row["frames"]
+    fps_ratio = f"{row['fps'] / ORIGINAL_FPS[frames]:.2f}x" if frames in ORIGINAL_FPS else "-"
+    rss_ratio = f"{row['rss_gb'] / ORIGINAL_RSS_GB[frames]:.2f}x" if frames in ORIGINAL_RSS_GB else "-"
+    return (
+        f"| {frames:>4} | {row['mode']:<9} | {row['fps']:6.3f} | {fps_ratio:>8} | {row['rss_gb']:6.2f} | "
+        f"{rss_ratio:>8} | {row['seconds']:7.1f} | {row['cpu_seconds']:7.1f} | {row['system_seconds']:6.1f} | "
+        f"{row['kept']:>4} | {row['load'][0]:.2f} / {row['load'][1]:.2f}         |"
     )
 
 
@@ -140,19 +140,16 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.frames[0], args.one_shot, args.threads, not args.plain_malloc)))
         return
-    print(f"full-size R50 (random weights), {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} frames padded to "
-          f"{PADDED_SIZE[0]}x{PADDED_SIZE[1]}, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"malloc {'plain' if args.plain_malloc else 'tuned'}, OMP wait {'passive' if args.passive_wait else 'default'}")  # fmt: skip
+    malloc = "plain" if args.plain_malloc else "tuned"
+    wait = "passive" if args.passive_wait else "default"
     print(
-        "| T    | path      | fps    | vs orig. | RSS GB | vs orig. | seconds | sys s  | kept | spilled | load 1-min before / after |"
+        f"full-size R50 (random weights), {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} frames padded to {PADDED_SIZE[0]}x"
+        f"{PADDED_SIZE[1]}, {args.threads} threads, {os.cpu_count()} CPUs, malloc {malloc}, OMP wait {wait}"
     )
-    print(
-        "|------|-----------|--------|----------|--------|----------|---------|--------|------|---------|---------------------------|"
-    )
+    print(HEADER)
     for frames in args.frames:
-        modes = [False, True] if args.one_shot and frames <= 60 else [False]
-        for one_shot in modes:
-            print_row(run_child(frames, one_shot, args))
+        for one_shot in [False, True] if args.one_shot and frames <= 60 else [False]:
+            print(format_row(run_child(frames, one_shot, args)), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,15 @@
 AVISM's clip queries attend to every frame of the video, so no mask can be drawn before the last frame is encoded.
 Inference therefore runs in two passes:
 
-1. every frame goes through the per-frame part of the model (backbone, pixel decoder, frame decoder) in the model's
-   frame chunks; its frame queries (100 x 256 floats) are kept, its clip-level mask features (256 x H/4 x W/4, 14 MB
+1. every frame goes through the per-frame part of the model (backbone, pixel decoder, frame decoder) in chunks of a
+   few frames; its frame queries (100 x 256 floats) are kept, its clip-level mask features (256 x H/4 x W/4, 15.7 MB
    at 360p) go to an `AvisMaskFeatureStore` (memory up to a budget, then a temporary file);
 2. the clip module reads all frame queries and gives the clip queries; the mask features are then read back twice,
    chunk by chunk: once to score the top (query, class) pairs, once to draw the kept instances' masks, which are
    handed on as they are made (to RLE, to a renderer) and never held for the whole video.
 
-The frames meet the model in exactly the chunks the one-shot `AvisModel.forward` uses, and the post-processing reads
-the same frame chunks, so both give identical results.
+The frames meet the model in exactly the chunks the one-shot `AvisModel.forward` uses for the same
+`frame_chunk_size`, and the post-processing reads the same frame chunks, so both give identical results.
 
     segmenter = AvisVideoSegmenter.from_pretrained("path/to/model")
     result = segmenter("concert.mp4")            # AvisVideoResult: tracks with one RLE mask per sampled frame
@@ -20,7 +20,9 @@ the same frame chunks, so both give identical results.
 import contextlib
 import re
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +39,10 @@ from .tracks import AvisVideoResult
 from .video_io import ProgressFn
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-# Frames per pass of the per-frame part when streaming. Two frames cost no more compute per frame than the original's
-# 18 (measured on 2 CPU cores), and their temporaries (~150 MB a frame at 360p) stay small enough to be reused rather
-# than page-faulted in afresh for every chunk.
-STREAMING_FRAME_CHUNK = 2
+# Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
+# chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
+# page-faulted in afresh for every chunk.
+CPU_FRAME_CHUNK = 1
 # Mask features held in memory before the store spills to disk: 1 GiB is 68 frames at 360p (15.7 MB a frame).
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
@@ -131,15 +133,15 @@ class AvisMaskFeatureStore:
     def _spill(self, mask_features: torch.Tensor) -> None:
         if self._spill_file is None:
             self._spill_file = tempfile.TemporaryFile(prefix="avis_mask_features_", dir=self.directory)
-        array = mask_features.detach().cpu().contiguous().numpy()
+        raw = mask_features.detach().cpu().contiguous().view(torch.uint8)  # as bytes: numpy has no bfloat16
         self._spill_file.seek(0, 2)
-        self._spill_file.write(memoryview(array).cast("B"))
+        self._spill_file.write(memoryview(raw.numpy()))
         self._spilled_frames += len(mask_features)
 
     def _read_spilled(self, start: int, stop: int) -> torch.Tensor:
         frames = torch.empty(stop - start, *self._frame_shape, dtype=self._dtype)
         self._spill_file.seek(start * frames[0].numel() * frames.element_size())
-        self._spill_file.readinto(memoryview(frames.numpy()).cast("B"))
+        self._spill_file.readinto(memoryview(frames.view(torch.uint8).numpy()))
         return frames.to(self._device)
 
 
@@ -195,8 +197,9 @@ def encode_video(
     mask_features: AvisMaskFeatureStore,
     progress: Callable[[int], None] | None = None,
     frame_chunk_size: int | None = None,
+    workers: int = 1,
 ) -> AvisVideoEncoding:
-    """The first pass: every frame of a video through the per-frame part of `model`, in its frame chunks.
+    """The first pass: every frame of a video through the per-frame part of `model` (in inference mode), in chunks.
 
     chunks: the video's frames in order, in chunks of any sizes, each with `pixel_values` (t, 3, Hp, Wp) and
         `audio_features` (t, audio_feature_size) or `audio_log_mel` (t, 96, 64) (as `AvisProcessor.iter_chunks`
@@ -204,26 +207,52 @@ def encode_video(
     mask_features: an empty store that receives the clip-level mask features.
     progress: called with the number of frames encoded so far.
     frame_chunk_size: frames per pass (default: the config's); `AvisModel.forward` gives the same results when its
-        config's `frame_chunk_size` is the same.
+        config's `frame_chunk_size` is the same (and torch has as many threads).
+    workers: chunks encoded at once, each in a thread of its own. On the CPU, `workers` cores with one torch thread
+        each (`torch.set_num_threads(1)`) encode their own frames instead of splitting every operation between them,
+        so no core waits for the other at the end of each of the model's thousand operations per chunk: as fast on
+        an idle machine, and several times faster when other processes load its cores. The autocast state of the
+        calling thread carries over.
     """
+    device_type = next(model.parameters()).device.type
+    autocast = torch.autocast(
+        device_type, dtype=torch.get_autocast_dtype(device_type), enabled=torch.is_autocast_enabled(device_type)
+    )
+
+    def encode(chunk: dict[str, torch.Tensor]):
+        with torch.inference_mode(), autocast:
+            if "audio_features" in chunk:
+                audio = chunk["audio_features"]
+            else:
+                audio = model.encode_audio(chunk["audio_log_mel"])
+            return chunk["pixel_values"].shape[-2:], audio, model.encode_frames(chunk["pixel_values"], audio)
+
     frame_queries, audio_features, padded_size = [], [], None
-    for chunk in model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size):
-        pixel_values = chunk["pixel_values"]
-        audio = chunk["audio_features"] if "audio_features" in chunk else model.encode_audio(chunk["audio_log_mel"])
-        encoding = model.encode_frames(pixel_values, audio)
+
+    def keep(encoded) -> None:
+        nonlocal padded_size
+        padded_size, audio, encoding = encoded
         frame_queries.append(encoding.frame_queries)  # (1, t, fQ, C): the last frame-decoder layer
         audio_features.append(audio)
         mask_features.append(encoding.mask_features)
-        padded_size = tuple(pixel_values.shape[-2:])
         if progress is not None:
             progress(len(mask_features))
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="avis-encode") as pool:
+        running = deque()  # in frame order, at most `workers` at once
+        for chunk in model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size):
+            running.append(pool.submit(encode, chunk))
+            if len(running) == workers:
+                keep(running.popleft().result())
+        while running:
+            keep(running.popleft().result())
     if padded_size is None:
         raise ValueError("the video has no frames")
     return AvisVideoEncoding(
         frame_queries=torch.cat(frame_queries, dim=1)[:, None],
         audio_features=torch.cat(audio_features)[None],
         mask_features=mask_features,
-        padded_size=padded_size,
+        padded_size=tuple(padded_size),
     )
 
 
@@ -238,16 +267,17 @@ def detect_instances(
     (default: the config's), at most `max_instances` of them, in descending score order."""
     config = model.config
     clip_output = model.clip_module(encoding.frame_queries, encoding.audio_features)
-    instances = score_instances(
-        clip_output.class_logits[-1, -1, 0].float(),
-        clip_output.mask_embeddings[-1, -1, 0].float(),
-        encoding.mask_features,
-        encoding.padded_size,
-        image_size,
-        num_detections=config.num_detections,
-        score_threshold=config.score_threshold if score_threshold is None else score_threshold,
-        chunk_size=config.mask_chunk_size,
-    )
+    with torch.autocast(encoding.frame_queries.device.type, enabled=False):  # scores in float32 under any autocast
+        instances = score_instances(
+            clip_output.class_logits[-1, -1, 0].float(),
+            clip_output.mask_embeddings[-1, -1, 0].float(),
+            encoding.mask_features,
+            encoding.padded_size,
+            image_size,
+            num_detections=config.num_detections,
+            score_threshold=config.score_threshold if score_threshold is None else score_threshold,
+            chunk_size=config.mask_chunk_size,
+        )
     return instances if max_instances is None else instances.select(slice(0, max_instances))
 
 
@@ -276,13 +306,14 @@ def segment_video(
     max_instances: int | None = None,
     progress: Callable[[int], None] | None = None,
     frame_chunk_size: int | None = None,
+    workers: int = 1,
 ) -> AvisVideoSegmentation:
     """Both passes over a video given as model inputs in chunks (see `encode_video`), with `model` in eval mode.
 
     image_size: (h, w) of the resized frames before padding; target_size: (H, W) of the masks (the source's size).
     mask_features: an empty store for the first pass; the masks are read from it, so close it after them.
     """
-    encoding = encode_video(model, chunks, mask_features, progress, frame_chunk_size)
+    encoding = encode_video(model, chunks, mask_features, progress, frame_chunk_size, workers)
     instances = detect_instances(model, encoding, image_size, score_threshold, max_instances)
     masks = instance_mask_chunks(
         instances, mask_features, encoding.padded_size, image_size, target_size, model.config.mask_chunk_size
@@ -295,11 +326,16 @@ class AvisVideoSegmenter:
 
     model (`AvisModel`): in eval mode, on its device.
     processor (`AvisProcessor`): the processor the model was trained with.
-    autocast_dtype (`torch.dtype`, *optional*): run the model under autocast in this dtype (torch.bfloat16 or
-        torch.float16, on CUDA); the post-processing stays in float32. None runs in float32, as the parity tests.
+    autocast_dtype (`torch.dtype`, *optional*): run the model under autocast in this dtype (torch.bfloat16 on CPU or
+        CUDA, torch.float16 on CUDA): about twice as fast, results no longer those of the original to 1e-4; the
+        post-processing stays in float32. None runs in float32, as the parity tests.
     memory_budget (`int`): bytes of mask features kept in memory; the rest of a long video's go to a temporary file.
     spill_directory: where that file goes (the system's temporary folder when None).
-    frame_chunk_size (`int`): frames per pass of the per-frame part (see `encode_video`).
+    cpu_threads (`int`, *optional*): CPU cores to use (default: torch's thread count). On the CPU, the frames are
+        encoded `cpu_threads` at a time, one torch thread each (see `encode_video`); the rest runs on `cpu_threads`
+        torch threads. torch's thread count is set for the call and restored after it.
+    frame_chunk_size (`int`, *optional*): frames per pass of the per-frame part: by default one per thread on the
+        CPU (`CPU_FRAME_CHUNK`), the config's on CUDA.
     """
 
     def __init__(
@@ -309,14 +345,17 @@ class AvisVideoSegmenter:
         autocast_dtype: torch.dtype | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         spill_directory: str | Path | None = None,
-        frame_chunk_size: int = STREAMING_FRAME_CHUNK,
+        cpu_threads: int | None = None,
+        frame_chunk_size: int | None = None,
     ):
         self.model = model.eval()
         self.processor = processor
         self.autocast_dtype = autocast_dtype
         self.memory_budget = memory_budget
         self.spill_directory = spill_directory
-        self.frame_chunk_size = frame_chunk_size
+        self.cpu_threads = cpu_threads or torch.get_num_threads()
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.frame_chunk_size = frame_chunk_size or (CPU_FRAME_CHUNK if on_cpu else model.config.frame_chunk_size)
 
     @classmethod
     def from_pretrained(
@@ -369,45 +408,28 @@ class AvisVideoSegmenter:
         Raises AvisInputError for media it cannot use.
         """
         report = progress or (lambda fraction, description: None)
-        device = next(self.model.parameters()).device
         chunks = self.processor.iter_chunks(video, self.frame_chunk_size, audio_features=audio_features, fps=fps)
         expected = chunks.expected_frames or 1
-
-        def on_device(video_chunks):
-            for chunk in video_chunks:
-                yield {name: value.to(device) for name, value in chunk.items() if isinstance(value, torch.Tensor)}
-
-        autocast = (
-            torch.autocast(device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
+        device = next(self.model.parameters()).device
+        inputs = (
+            {name: value.to(device) for name, value in chunk.items() if isinstance(value, torch.Tensor)}
+            for chunk in chunks
         )
         report(0.0, "Encoding frames")
-        with AvisMaskFeatureStore(self.memory_budget, self.spill_directory) as store:
-            with autocast:
-                encoding = encode_video(
-                    self.model,
-                    on_device(chunks),
-                    store,
-                    lambda done: report(0.85 * min(done / expected, 1.0), "Encoding frames"),
-                    self.frame_chunk_size,
-                )
-                report(0.85, "Scoring instances")
-                instances = detect_instances(self.model, encoding, chunks.image_size, score_threshold, max_instances)
+        with self.segment(
+            inputs,
+            chunks.image_size,
+            chunks.original_size,
+            score_threshold,
+            max_instances,
+            lambda done: report(0.9 * min(done / expected, 1.0), "Encoding frames"),
+        ) as segmentation:
             report(0.9, "Drawing masks")
-            masks = instance_mask_chunks(
-                instances,
-                store,
-                encoding.padded_size,
-                chunks.image_size,
-                chunks.original_size,
-                self.model.config.mask_chunk_size,
-            )
             height, width = chunks.original_size
             result = build_video_result(
-                instances.scores,
-                instances.labels,
-                masks,
+                segmentation.instances.scores,
+                segmentation.instances.labels,
+                segmentation.masks,
                 timestamps=chunks.timestamps,
                 height=height,
                 width=width,
@@ -418,6 +440,56 @@ class AvisVideoSegmenter:
             )
         report(1.0, "Done")
         return result
+
+    @contextlib.contextmanager
+    def segment(
+        self,
+        chunks: Iterable[Mapping[str, torch.Tensor]],
+        image_size: tuple[int, int],
+        target_size: tuple[int, int],
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[AvisVideoSegmentation]:
+        """`segment_video` with this segmenter's threads, precision and mask-feature store, on model inputs already
+        made (on the model's device): `with segmenter.segment(...) as segmentation:` read its masks inside the block.
+        """
+        on_cpu = next(self.model.parameters()).device.type == "cpu"
+        if self.autocast_dtype is None:
+            autocast = contextlib.nullcontext()
+        else:
+            autocast = torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast_dtype)
+        with (
+            torch.inference_mode(),
+            AvisMaskFeatureStore(self.memory_budget, self.spill_directory) as store,
+            _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
+        ):
+            with autocast, _torch_threads(1) if on_cpu else contextlib.nullcontext():
+                encoding = encode_video(
+                    self.model,
+                    chunks,
+                    store,
+                    progress,
+                    self.frame_chunk_size,
+                    workers=self.cpu_threads if on_cpu else 1,
+                )
+            with autocast:
+                instances = detect_instances(self.model, encoding, image_size, score_threshold, max_instances)
+            masks = instance_mask_chunks(
+                instances, store, encoding.padded_size, image_size, target_size, self.model.config.mask_chunk_size
+            )
+            yield AvisVideoSegmentation(instances=instances, masks=masks, num_frames=encoding.num_frames)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's CPU thread count set to `count`, and restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _load_config(name: str) -> AvisConfig:
@@ -455,7 +527,7 @@ def _first_line(error: Exception) -> str:
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
-    "STREAMING_FRAME_CHUNK",
+    "CPU_FRAME_CHUNK",
     "AvisMaskFeatureStore",
     "AvisVideoEncoding",
     "AvisVideoSegmentation",

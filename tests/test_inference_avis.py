@@ -33,13 +33,24 @@ def one_shot(model, pixel_values, audio, image_size, target_size):
     )  # fmt: skip
 
 
-# Memory budgets in frames of mask features: all spilled, spilled from the middle of a chunk, nothing spilled.
-BUDGETS = {"all-spilled": 0, "spilled-from-frame-4": 4.5, "in-memory": None}
+@pytest.fixture
+def one_torch_thread():
+    """Both paths on one torch thread: the frames encoded side by side by workers then run as they do in the one-shot
+    path (a different thread count may change float sums in their last bits)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("budget", BUDGETS.values(), ids=BUDGETS.keys())
+# Memory budgets in frames of mask features, and encoding workers: all spilled, spilled from the middle of a chunk,
+# nothing spilled, nothing spilled with two chunks encoded at once.
+SETTINGS = {"all-spilled": (0, 1), "spilled-from-frame-4": (4.5, 1), "in-memory": (None, 1), "two-workers": (None, 2)}
+
+
+@pytest.mark.parametrize(("budget", "workers"), SETTINGS.values(), ids=SETTINGS.keys())
 @pytest.mark.parametrize(("name", "io_file"), CASES, ids=[f"{name}-{io}" for name, io in CASES])
-def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_file, budget):
+def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_file, budget, workers, one_torch_thread):
     model = converted_model(name).model
     reference = load_file(str(ORIGINAL / name / io_file))
     images, audio = reference["input.images"], reference["input.audio"]
@@ -57,7 +68,7 @@ def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_fil
         frame_bytes = config.mask_feature_size * (pixel_values.shape[-2] // 4) * (pixel_values.shape[-1] // 4) * 4
         memory_budget = 1 << 40 if budget is None else int(budget * frame_bytes)
         with AvisMaskFeatureStore(memory_budget) as store:
-            streamed = segment_video(model, chunks, image_size, target_size, store)
+            streamed = segment_video(model, chunks, image_size, target_size, store, workers=workers)
             masks = torch.cat(list(streamed.masks), dim=1)
             assert store.spilled_frames == (0 if budget is None else len(images) - int(budget))
 
@@ -68,10 +79,11 @@ def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_fil
     assert masks.shape == expected_masks.shape and torch.equal(masks, expected_masks)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("budget_frames", [0, 3, 10])
-def test_store_holds_at_most_its_budget_in_memory_and_reads_back_every_frame(tmp_path, budget_frames):
-    frames = torch.randn(10, 4, 6, 8)
-    frame_bytes = frames[0].numel() * 4
+def test_store_holds_at_most_its_budget_in_memory_and_reads_back_every_frame(tmp_path, budget_frames, dtype):
+    frames = torch.randn(10, 4, 6, 8).to(dtype)
+    frame_bytes = frames[0].numel() * frames.element_size()
     with AvisMaskFeatureStore(budget_frames * frame_bytes + frame_bytes // 2, directory=tmp_path) as store:
         for start, size in [(0, 4), (4, 1), (5, 5)]:
             store.append(frames[start : start + size])
@@ -102,9 +114,10 @@ def test_model_frame_chunks_regroups_chunks_of_any_size_into_the_models_chunks()
 
 @pytest.mark.parametrize("clip", CLIPS, ids=[clip.stem for clip in CLIPS])
 def test_segmenter_finds_tracks_in_a_real_clip_with_one_mask_per_sampled_frame(tiny_model_folder, clip):
-    segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0)
-    reports = []
+    segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0, cpu_threads=2)
+    reports, threads = [], torch.get_num_threads()
     result = segmenter(clip, max_instances=3, progress=lambda fraction, stage: reports.append((fraction, stage)))
+    assert torch.get_num_threads() == threads  # set for the call only
     height, width = AvisProcessor()(clip, max_frames=1)["original_size"][0]
     assert (result.height, result.width) == (height, width) and result.has_audio
     np.testing.assert_array_equal(result.timestamps, [0.0, 1.0, 2.0, 3.0, 4.0])
@@ -116,9 +129,9 @@ def test_segmenter_finds_tracks_in_a_real_clip_with_one_mask_per_sampled_frame(t
     assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
 
 
-def test_segmenter_equals_the_one_shot_path_on_the_processors_inputs(tiny_model_folder):
+def test_segmenter_equals_the_one_shot_path_on_the_processors_inputs(tiny_model_folder, one_torch_thread):
     clip = CLIPS[0]
-    segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu")
+    segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", cpu_threads=1)
     result = segmenter(clip, fps=2.0)
     inputs = segmenter.processor(clip, fps=2.0)
     model = segmenter.model
