@@ -58,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--summary", action="store_true", help="print each track: class, score, when it sounds")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     predict.add_argument(
-        "--dtype", choices=list(DTYPES), default="float32", help="autocast the model (bfloat16/float16: CUDA)"
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="run the model in bfloat16 (CPU or CUDA: about twice as fast, no longer the original's numbers to 1e-4) "
+        "or float16 (CUDA) (default: float32)",
     )
-    predict.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's)")
+    predict.add_argument("--threads", type=_positive_int, help="CPU cores to use (default: torch's thread count)")
     return parser
 
 
@@ -90,10 +94,10 @@ def predict(args: argparse.Namespace) -> int:
     for output in (args.json, None if folder_mode else args.out):
         if output is not None and not output.resolve().parent.is_dir():
             return _fail(f"{output}: the folder to write it in does not exist")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     transformers_logging.disable_progress_bar()
-    segmenter = AvisVideoSegmenter.from_pretrained(_model_location(args.model), args.device, DTYPES[args.dtype])
+    segmenter = AvisVideoSegmenter.from_pretrained(
+        _model_location(args.model), args.device, DTYPES[args.dtype], cpu_threads=args.threads
+    )
     if folder_mode and args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
     results, failures = {}, 0

@@ -239,10 +239,12 @@ def encode_video(
             progress(len(mask_features))
 
     with ThreadPoolExecutor(workers, thread_name_prefix="avis-encode") as pool:
-        running = deque()  # in frame order, at most `workers` at once
+        # in frame order; one chunk more per worker than run at once, so that a worker that finishes early (its core
+        # less busy) starts on the next chunk rather than wait for the oldest one
+        running = deque()
         for chunk in model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size):
             running.append(pool.submit(encode, chunk))
-            if len(running) == workers:
+            if len(running) == 2 * workers:
                 keep(running.popleft().result())
         while running:
             keep(running.popleft().result())

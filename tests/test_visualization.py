@@ -1,4 +1,4 @@
-"""Overlay rendering and PyAV re-encoding on small synthetic videos written in tmp_path."""
+"""Overlay rendering and PyAV re-encoding (modeling_avis.visualization, and the app's trimming) on small synthetic videos."""
 
 import numpy as np
 import pytest
@@ -173,3 +173,15 @@ def test_audio_only_file_is_refused_for_having_no_video_track(tmp_path):
         container.mux(stream.encode())
     with pytest.raises(AvisInputError, match="has no video stream"):
         probe_upload(path)
+
+
+def test_a_rotated_video_is_rendered_upright_at_the_size_of_its_masks(tmp_path):
+    from .synthetic_media import write_video as write_marked_video
+
+    video = probe_video(write_marked_video(tmp_path / "phone.mp4", num_frames=12, fps=12, size=(64, 48), rotation=90))
+    assert (video.width, video.height, video.rotation) == (48, 64, 90)
+    render_overlay(video, result_with([], [0.0], height=64, width=48), tmp_path / "overlay.mp4", no_progress)
+    first = decode_rgb(tmp_path / "overlay.mp4")[0]
+    assert first.shape == (64, 48, 3)
+    # The coded frame's marked top-left corner is bottom-left once the frame is upright.
+    assert first[-8:, :8].mean() > 200 and first[:8, :8].mean() < 60
