@@ -13,8 +13,8 @@ from typing import Protocol
 
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.tracks import AvisVideoResult
+from modeling_avis.video_io import ProgressFn
 
-from .media import ProgressFn
 from .stand_in import ColourMotionStandIn
 
 # The model setting of the page: its label -> ModelSource.kind.
@@ -70,8 +70,8 @@ class InferenceService(Protocol):
         score_threshold: instances scoring at or below it are dropped.
         max_instances: at most this many instances are returned, highest scores first (track ids 1, 2, ...).
         progress: called as progress(fraction, description) through decoding, audio and the model.
-        Returns masks at the video's own size, one per sampled frame, with each sampled frame's timestamp in
-        seconds on PyAV's `frame.time` clock (what the renderer holds masks by). Raises AvisInputError for media
+        Returns masks at the video's own (upright) size, one per sampled frame, with each sampled frame's timestamp
+        in seconds from the video's start (the clock of `modeling_avis.video_io`, which the renderer holds masks by). Raises AvisInputError for media
         it cannot use and AvisCheckpointError for a model it cannot load.
         """
 

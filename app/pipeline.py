@@ -10,10 +10,12 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from modeling_avis.results import write_results_json
+from modeling_avis.video_io import ProgressFn
+from modeling_avis.visualization import render_overlay
+
 from .inference import ModelSource, inference_service
-from .media import ProgressFn, probe_video, trim_video
-from .render import render_overlay
-from .results_json import write_avis_results
+from .media import probe_upload, trim_video
 from .summary import instance_table, timeline_figure
 
 # A video this much longer than the limit (container round-off) is still taken whole.
@@ -63,7 +65,7 @@ def analyse_video(
     Raises AvisInputError for a video the app cannot use and AvisCheckpointError for a model it cannot load.
     """
     progress(0.0, "Reading the video")
-    video = probe_video(video_path)
+    video = probe_upload(video_path)
     folder = new_run_folder(settings.work_folder)
     stem = re.sub(r"[^\w-]+", "_", Path(video_path).stem)[:60] or "video"
     messages = []
@@ -77,7 +79,7 @@ def analyse_video(
     result = service.predict(video.path, fps, score_threshold, max_instances, _stage(progress, 0.1, 0.75))
     overlay_path, results_path = folder / f"{stem}_avis.mp4", folder / f"{stem}_avis_results.json"
     render_overlay(video, result, overlay_path, _stage(progress, 0.75, 0.98))
-    write_avis_results(result, results_path)
+    write_results_json({1: result}, results_path)
     if not video.has_audio:
         messages.append("The video has no audio track, so the overlay video has none either.")
     count = len(result.tracks)
@@ -90,7 +92,7 @@ def analyse_video(
         overlay_path=overlay_path,
         results_path=results_path,
         table=instance_table(result),
-        timeline=timeline_figure(result, video.start_time + video.duration),
+        timeline=timeline_figure(result, video.duration),
         status=status,
     )
 

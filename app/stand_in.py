@@ -15,8 +15,7 @@ from scipy.cluster.vq import kmeans2, vq
 
 from modeling_avis.configuration_avis import AVISEG_LABELS
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
-
-from .media import ProgressFn, probe_video
+from modeling_avis.video_io import ProgressFn, probe_video
 
 STAND_IN_NOTE = (
     "Stand-in inference (moving colour blobs while there is sound), not AVISM: the classes are placeholders and "
@@ -79,8 +78,8 @@ def _sample_frames(video, fps: float, progress: ProgressFn) -> tuple[list[float]
     with av.open(video.path) as container:
         for frame in container.decode(container.streams.video[0]):
             elapsed = frame.time - video.start_time
-            if elapsed >= len(timestamps) / fps - 0.5 / video.fps:
-                timestamps.append(frame.time)
+            if elapsed >= len(timestamps) / fps - 0.5 / (video.fps or fps):
+                timestamps.append(elapsed)
                 frames.append(frame.to_ndarray(format="rgb24", **size))
                 progress(0.7 * min(elapsed / video.duration, 1.0), "Decoding frames")
     return timestamps, np.stack(frames)

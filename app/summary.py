@@ -4,8 +4,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from modeling_avis.tracks import AvisTrack, AvisVideoResult
-
-from .render import track_colour
+from modeling_avis.visualization import track_colour
 
 TABLE_HEADERS = ["id", "class", "score", "first second", "last second", "frames"]
 

@@ -27,33 +27,69 @@ class MultiScaleDeformableAttention(nn.Module):
         # attention_weights: (N, Lq, heads, levels, points). Returns (N, Lq, heads * d). (`im2col_step` is the CUDA
         # kernel's batching knob; the signature is the kernel's.)
         # A bilinear sample is a weighted sum of the four pixels around the location, and the attention a weighted
-        # sum of the samples: one embedding_bag sums, for each frame, head and query, the levels x points x 4
+        # sum of the samples: per level, one embedding_bag sums, for each frame, query and head, the points x 4
         # (pixel, weight) pairs straight from the values, without materialising a single sample.
-        batch, num_values, heads, head_dim = value.shape
-        num_queries = sampling_locations.shape[1]
-        table = value.transpose(1, 2).reshape(-1, head_dim)  # row (n * heads + h) * S + s
-        shapes = value_spatial_shapes.to(sampling_locations.dtype)
-        height, width = shapes[:, 0, None], shapes[:, 1, None]  # (levels, 1), against (..., levels, points)
-        # pixel coordinates with pixel centres on integers, as grid_sample with align_corners=False
-        x = sampling_locations[..., 0] * width - 0.5  # (N, Lq, heads, levels, points)
-        y = sampling_locations[..., 1] * height - 0.5
-        left, top = x.floor(), y.floor()
-        device = value.device
-        rows = (torch.arange(batch, device=device)[:, None] * heads + torch.arange(heads, device=device)) * num_values
-        level_rows = rows[:, None, :, None, None] + level_start_index[:, None]  # (N, 1, heads, levels, 1)
-        indices, weights = [], []
-        for corner_x, corner_y in ((left, top), (left + 1, top), (left, top + 1), (left + 1, top + 1)):
-            # samples outside the map read zeros (grid_sample's padding_mode="zeros")
-            inside = (corner_x >= 0) & (corner_x < width) & (corner_y >= 0) & (corner_y < height)
-            bilinear = (1 - (x - corner_x).abs()) * (1 - (y - corner_y).abs())
-            pixel = corner_y.clamp(min=0).minimum(height - 1) * width + corner_x.clamp(min=0).minimum(width - 1)
-            indices.append(level_rows + pixel.to(torch.int64))
-            weights.append(attention_weights * bilinear * inside)
-        # (N, Lq, heads, levels, points, 4) -> one bag of levels * points * 4 per (n, head, query)
-        indices = torch.stack(indices, -1).transpose(1, 2).reshape(batch * heads * num_queries, -1)
-        weights = torch.stack(weights, -1).transpose(1, 2).reshape(batch * heads * num_queries, -1)
-        output = F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")  # (N*heads*Lq, d)
-        return output.view(batch, heads, num_queries, head_dim).transpose(1, 2).reshape(batch, num_queries, -1)
+        batch, _, heads, head_dim = value.shape
+        num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[4]
+        # pixel positions and bilinear weights in float32 whatever the autocast dtype: bf16 resolves half a pixel at 80
+        precision = torch.promote_types(sampling_locations.dtype, torch.float32)
+        sampling_locations, attention_weights = sampling_locations.to(precision), attention_weights.to(precision)
+        table, level_starts = self.zero_bordered_table(value, value_spatial_shapes_list)
+        # table row of (frame n, bordered pixel p, head h): (n * R + p) * heads + h, R bordered pixels per frame
+        pixels_per_frame = table.shape[0] // (batch * heads)
+        frame_head_rows = (
+            torch.arange(batch, device=value.device)[:, None] * pixels_per_frame * heads
+            + torch.arange(heads, device=value.device)
+        )[:, None, :, None]  # (N, 1, heads, 1)
+        output = None
+        for level, (height, width) in enumerate(value_spatial_shapes_list):
+            # pixel coordinates with pixel centres on integers, as grid_sample with align_corners=False; a location
+            # past the zero border moves onto it: all four of its pixels read zeros either way
+            x = (sampling_locations[:, :, :, level, :, 0] * width - 0.5).clamp_(-1, width)  # (N, Lq, heads, points)
+            y = (sampling_locations[:, :, :, level, :, 1] * height - 0.5).clamp_(-1, height)
+            left, top = x.floor(), y.floor()
+            right_weight, bottom_weight = x - left, y - top
+            left_weight = 1 - right_weight
+            weights = attention_weights[:, :, :, level]
+            bottom = weights * bottom_weight
+            top_row = weights - bottom
+            bordered_width = width + 2
+            top_left = ((top + 1) * bordered_width + left + 1 + level_starts[level]).to(torch.int64) * heads
+            top_left = top_left + frame_head_rows
+            below = bordered_width * heads
+            pixels = torch.stack((top_left, top_left + heads, top_left + below, top_left + below + heads), -1)
+            pair_weights = torch.stack(
+                (top_row * left_weight, top_row * right_weight, bottom * left_weight, bottom * right_weight), -1
+            )
+            # one bag of points x 4 (pixel, weight) pairs per (frame, query, head), in the order of the output
+            sampled = F.embedding_bag(
+                pixels.view(-1, num_points * 4),
+                table,
+                per_sample_weights=pair_weights.view(-1, num_points * 4).to(table.dtype),  # autocast: bf16 values
+                mode="sum",
+            )
+            output = sampled if output is None else output.add_(sampled)
+        return output.view(batch, num_queries, heads * head_dim)
+
+    @staticmethod
+    def zero_bordered_table(value: torch.Tensor, shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, list[int]]:
+        """The values with a border of zeros around each level's map as rows (N * R * heads, d), R bordered pixels
+        per frame, and the first bordered pixel of each level.
+
+        The border is grid_sample's padding_mode="zeros": a corner outside the map reads a zero, so no sample needs
+        masking. A zero row past the last border keeps inside the table the weight-0 corners of locations on a border.
+        """
+        batch, _, heads, head_dim = value.shape
+        levels = value.split([height * width for height, width in shapes], dim=1)
+        bordered = [
+            F.pad(level.view(batch, height, width, heads, head_dim), (0, 0, 0, 0, 1, 1, 1, 1)).flatten(1, 2)
+            for level, (height, width) in zip(levels, shapes)
+        ]
+        bordered.append(value.new_zeros(batch, max(width for _, width in shapes) + 3, heads, head_dim))
+        starts = [0]
+        for height, width in shapes[:-1]:
+            starts.append(starts[-1] + (height + 2) * (width + 2))
+        return torch.cat(bordered, dim=1).reshape(-1, head_dim), starts
 
 
 class AvisMultiscaleDeformableAttention(nn.Module):
@@ -83,16 +119,23 @@ class AvisMultiscaleDeformableAttention(nn.Module):
     ) -> torch.Tensor:
         # hidden_states, position_embeddings: (N, S, C); reference_points: (1 or N, S, levels, 2) as (x, y) in [0, 1]
         batch, num_tokens, embed_dim = hidden_states.shape
+        heads, levels, points = self.num_heads, self.n_levels, self.n_points
         queries = hidden_states + position_embeddings
-        value = self.value_proj(hidden_states).view(batch, num_tokens, self.num_heads, embed_dim // self.num_heads)
-        offsets = self.sampling_offsets(queries).view(
-            batch, num_tokens, self.num_heads, self.n_levels, self.n_points, 2
+        value = self.value_proj(hidden_states).view(batch, num_tokens, heads, embed_dim // heads)
+        # Broadcasting against the short trailing (levels, points, 2) dimensions is slow on the CPU, so the level
+        # sizes and reference points are laid out once along the offsets' rows of heads * levels * points * 2.
+        # Offsets are in pixels of each level: normalised by that level's (width, height).
+        level_size = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(queries.dtype)  # (levels, 2)
+        level_size = level_size[None, :, None].expand(heads, levels, points, 2).reshape(-1)
+        anchors = reference_points[:, :, None, :, None].expand(-1, -1, heads, levels, points, 2)
+        sampling_locations = self.sampling_offsets(queries) / level_size + anchors.reshape(
+            -1, num_tokens, level_size.numel()
         )
-        weights = self.attention_weights(queries).view(batch, num_tokens, self.num_heads, -1).softmax(-1)
-        weights = weights.view(batch, num_tokens, self.num_heads, self.n_levels, self.n_points)
-        # offsets are in pixels of each level: normalise by that level's (width, height)
-        level_size = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets.dtype)
-        sampling_locations = reference_points[:, :, None, :, None, :] + offsets / level_size[None, None, None, :, None]
+        sampling_locations = sampling_locations.view(batch, num_tokens, heads, levels, points, 2)
+        # each (frame, token, head) row's softmax, taken down the columns of the transpose: as fast as a softmax
+        # over a long dimension, where one over the short rows themselves is not
+        logits = self.attention_weights(queries).view(-1, levels * points)
+        weights = logits.T.softmax(0).T.reshape(batch, num_tokens, heads, levels, points)
         output = self.attn(
             value,
             spatial_shapes,

@@ -1,10 +1,14 @@
 """From clip-level predictions to scored instances with a mask per frame, as the original's inference."""
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+
+# Masks of one frame upsampled together when scoring: 8 x 384 x 640 float32 probabilities are 8 MB, within the cache.
+SCORE_GROUP = 8
 
 
 @dataclass
@@ -23,6 +27,16 @@ class AvisVideoInstances:
     query_indices: torch.Tensor
     topk_indices: torch.Tensor
     mask_embeddings: torch.Tensor
+
+    def select(self, index: torch.Tensor | slice) -> "AvisVideoInstances":
+        """The instances at `index` (indices or a slice), in that order."""
+        return AvisVideoInstances(
+            scores=self.scores[index],
+            labels=self.labels[index],
+            query_indices=self.query_indices[index],
+            topk_indices=self.topk_indices[index],
+            mask_embeddings=self.mask_embeddings[index],
+        )
 
 
 def select_instances(class_logits: torch.Tensor, mask_embeddings: torch.Tensor, num_detections: int):
@@ -46,25 +60,56 @@ def select_instances(class_logits: torch.Tensor, mask_embeddings: torch.Tensor, 
 
 def mask_logit_chunks(
     mask_embeddings: torch.Tensor,
-    mask_features: torch.Tensor,
+    mask_features: Sequence[torch.Tensor],
     padded_size: tuple[int, int],
     image_size: tuple[int, int],
     chunk_size: int,
 ) -> Iterator[torch.Tensor]:
-    """Mask logits (N, t, h, w) at the unpadded input size, `chunk_size` frames at a time.
+    """Mask logits (N, t, h, w) at the unpadded input size, `chunk_size` frames at a time, in float32.
 
-    mask_embeddings: (N, mask_dim); mask_features: (T, mask_dim, h/4, w/4) at stride 4 of the padded frames.
+    mask_embeddings: (N, mask_dim); mask_features: (T, mask_dim, h/4, w/4) at stride 4 of the padded frames, a tensor
+    or any frame sequence sliced the same way (`len`, `[start:stop]`), such as `AvisMaskFeatureStore`.
     """
-    for start in range(0, mask_features.shape[0], chunk_size):
-        logits = torch.einsum("nc,tchw->nthw", mask_embeddings, mask_features[start : start + chunk_size])
+    for start in range(0, len(mask_features), chunk_size):
+        features = mask_features[start : start + chunk_size].float()
+        logits = torch.einsum("nc,tchw->nthw", mask_embeddings.float(), features)
         logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
         yield logits[:, :, : image_size[0], : image_size[1]]
+
+
+def mask_scores(
+    mask_embeddings: torch.Tensor,
+    mask_features: Sequence[torch.Tensor],
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    chunk_size: int,
+) -> torch.Tensor:
+    """Each embedding's mask score: the mean probability inside its predicted mask, over all frames at the input size.
+
+    The mask is where the probability exceeds 0.5. The stride-4 logits are upsampled a few masks of one frame at a
+    time (SCORE_GROUP), so that the full-size probabilities stay in the cache rather than stream through memory.
+    """
+    numerator = torch.zeros(len(mask_embeddings), dtype=torch.float32, device=mask_embeddings.device)
+    denominator = torch.zeros_like(numerator)
+    height, width = image_size
+    for start in range(0, len(mask_features), chunk_size):
+        features = mask_features[start : start + chunk_size].float()
+        logits = torch.einsum("nc,tchw->tnhw", mask_embeddings.float(), features)  # (t, N, h/4, w/4)
+        for frame_logits in logits:
+            for first in range(0, len(frame_logits), SCORE_GROUP):
+                group = frame_logits[None, first : first + SCORE_GROUP]
+                upsampled = F.interpolate(group, size=padded_size, mode="bilinear", align_corners=False)[0]
+                probabilities = upsampled[:, :height, :width].sigmoid()
+                foreground = probabilities > 0.5
+                numerator[first : first + SCORE_GROUP] += probabilities.masked_fill_(~foreground, 0).sum((1, 2))
+                denominator[first : first + SCORE_GROUP] += foreground.sum((1, 2))
+    return numerator / (denominator + 1e-6)
 
 
 def score_instances(
     class_logits: torch.Tensor,
     mask_embeddings: torch.Tensor,
-    mask_features: torch.Tensor,
+    mask_features: Sequence[torch.Tensor],
     padded_size: tuple[int, int],
     image_size: tuple[int, int],
     num_detections: int = 100,
@@ -73,40 +118,35 @@ def score_instances(
 ) -> AvisVideoInstances:
     """The instances of one video scoring above `score_threshold`, in descending score order.
 
-    The score of a (query, class) pair is its class probability times its mask score: the mean probability
-    inside the predicted mask over all frames at the input size.
+    The score of a (query, class) pair is its class probability times its query's mask score (`mask_scores`).
+    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_logit_chunks`).
     """
     instances = select_instances(class_logits, mask_embeddings, num_detections)
-    numerator = torch.zeros_like(instances.scores)
-    denominator = torch.zeros_like(instances.scores)
-    for logits in mask_logit_chunks(instances.mask_embeddings, mask_features, padded_size, image_size, chunk_size):
-        probabilities = logits.sigmoid()
-        foreground = probabilities > 0.5
-        numerator += (probabilities * foreground).flatten(1).sum(1)
-        denominator += foreground.flatten(1).sum(1)
-    scores = instances.scores * numerator / (denominator + 1e-6)
+    # a query kept for several classes has one mask: score each query once
+    queries, pair_query = instances.query_indices.unique(return_inverse=True)
+    query_scores = mask_scores(mask_embeddings[queries], mask_features, padded_size, image_size, chunk_size)
+    scores = instances.scores * query_scores[pair_query]
     keep = torch.nonzero(scores > score_threshold).squeeze(-1)
     keep = keep[scores[keep].argsort(descending=True, stable=True)]
-    return AvisVideoInstances(
-        scores=scores[keep],
-        labels=instances.labels[keep],
-        query_indices=instances.query_indices[keep],
-        topk_indices=instances.topk_indices[keep],
-        mask_embeddings=instances.mask_embeddings[keep],
-    )
+    return dataclasses.replace(instances, scores=scores).select(keep)
 
 
 def instance_mask_chunks(
     instances: AvisVideoInstances,
-    mask_features: torch.Tensor,
+    mask_features: Sequence[torch.Tensor],
     padded_size: tuple[int, int],
     image_size: tuple[int, int],
     target_size: tuple[int, int],
     chunk_size: int = 5,
 ) -> Iterator[torch.Tensor]:
-    """The instances' masks (N, t, H, W) bool at `target_size`, `chunk_size` frames at a time (logit > 0)."""
+    """The instances' masks (N, t, H, W) bool at `target_size`, `chunk_size` frames at a time (logit > 0).
+
+    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_logit_chunks`).
+    """
     for logits in mask_logit_chunks(instances.mask_embeddings, mask_features, padded_size, image_size, chunk_size):
-        yield F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False) > 0
+        if tuple(target_size) != tuple(image_size):  # at the same size, bilinear resizing is the identity
+            logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
+        yield logits > 0
 
 
 def post_process_video_instance_segmentation(

@@ -2,6 +2,8 @@
 
     processor = AvisProcessor()                  # 1 fps, shortest edge 360: the R50 models as published
     inputs = processor("concert.mp4")            # pixel_values (1, T, 3, Hp, Wp), audio_log_mel (1, T, 96, 64)
+    for chunk in processor.iter_chunks("concert.mp4", 18):  # the same, 18 frames at a time: any video length
+        ...                                      # pixel_values (t, 3, Hp, Wp), audio_log_mel (t, 96, 64), timestamps
     ...                                          # the model's post-processing gives scores, labels, masks
     result = processor.post_process_tracks(scores, labels, masks, inputs, model.config.id2label)
 
@@ -11,7 +13,9 @@ sampled frame), `image_size` (h, w) of the resized frames before padding, `origi
 model inputs to the model: `{k: inputs[k] for k in processor.model_input_names if k in inputs}`.
 """
 
-from collections.abc import Iterable
+import itertools
+import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,14 +86,36 @@ class AvisProcessor(ProcessorMixin):
             `FEATAudios/<video>.npy`) given to the model as `audio_features` instead of `audio_log_mel`.
         fps: sampling rate for this call (default: the processor's); "native" takes every frame of a file.
         max_frames, max_duration: keep at most this many frames, or the frames before this many seconds.
+
+        The whole video at once: the chunks of `iter_chunks` put together, with the video's metadata.
         """
+        chunks = self.iter_chunks(video, audio_features=audio_features, fps=fps, max_frames=max_frames,
+                                  max_duration=max_duration)  # fmt: skip
+        parts = list(chunks)
+        data = {name: torch.cat([part[name] for part in parts])[None] for name in parts[0] if name != "timestamps"}
+        data.update(chunks.metadata())
+        return BatchFeature(data, skip_tensor_conversion=METADATA_KEYS)
+
+    def iter_chunks(
+        self,
+        video: str | Path,
+        chunk_frames: int = 18,
+        audio_features: str | Path | np.ndarray | torch.Tensor | None = None,
+        fps: float | str | None = None,
+        max_frames: int | None = None,
+        max_duration: float | None = None,
+    ) -> "AvisVideoChunks":
+        """The same inputs as `__call__`, `chunk_frames` sampled frames at a time, decoded only as they are iterated:
+        a video of any length is prepared in the memory of one chunk. See `AvisVideoChunks`."""
         fps = self.fps if fps is None else None if fps == "native" else float(fps)
         if fps is not None and fps <= 0:
             raise AvisInputError(f"fps must be positive, not {fps}")
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be at least 1, not {chunk_frames}")
         path = Path(video)
         if path.is_dir():
-            return self._prepare_frame_folder(path, audio_features, fps, max_frames, max_duration)
-        return self._prepare_video_file(path, audio_features, fps, max_frames, max_duration)
+            return self._frame_folder_chunks(path, chunk_frames, audio_features, fps, max_frames, max_duration)
+        return self._video_file_chunks(path, chunk_frames, audio_features, fps, max_frames, max_duration)
 
     def post_process_tracks(
         self,
@@ -117,103 +143,189 @@ class AvisProcessor(ProcessorMixin):
             notes=inputs["notes"][0],
         )
 
-    def _prepare_video_file(self, path, audio_features, fps, max_frames, max_duration) -> BatchFeature:
+    def _video_file_chunks(self, path, chunk_frames, audio_features, fps, max_frames, max_duration):
         info = probe_video(path)
         notes = []
         if fps is not None and info.base_fps is not None and fps > info.base_fps:
             notes.append(f"sampled at the video's native {info.base_fps:g} fps ({fps:g} fps was asked)")
-        timestamps = []
-
-        def images():
-            for frame in read_frames(path, fps, max_frames, max_duration):
-                timestamps.append(frame.time)
-                yield frame.image
-
-        video_inputs = self.image_processor(images())
+        rate = info.fps if fps is None else min(fps, info.base_fps or fps)
+        expected = max(1, math.ceil(info.duration * rate - 1e-6)) if rate else None
+        if expected is not None and max_duration is not None:
+            expected = min(expected, max(0, math.ceil(max_duration * rate - 1e-9)))
+        if expected is not None and max_frames is not None:
+            expected = min(expected, max_frames)
+        frames = ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames, max_duration))
         if audio_features is not None:
-            audio_inputs = self._precomputed_audio(audio_features, len(timestamps), notes)
-            has_audio = True
+            audio = _PrecomputedAudio(audio_features)
         else:
-            audio = read_audio(path, self.feature_extractor.sampling_rate, max_duration=timestamps[-1] + 1.0)
-            has_audio = audio is not None
-            if not has_audio:
+            # The audio is read whole (16 kHz mono float32: 4 MB a minute); frame k needs the second after it.
+            limit = max_duration if max_duration is not None else max_frames / fps if max_frames and fps else None
+            track = read_audio(path, self.feature_extractor.sampling_rate, None if limit is None else limit + 1.0)
+            if track is None:
                 notes.append(
                     f"{path.name} has no audio track: every frame was given the silent (all-zero) audio example"
                 )
-            audio_inputs = self._log_mel(audio, timestamps, notes)
-        return self._batch(video_inputs, audio_inputs, timestamps, has_audio, info.fps, notes)
+            audio = _LogMelAudio(self.feature_extractor, track)
+        return AvisVideoChunks(
+            frames, audio, self.image_processor, chunk_frames, (info.height, info.width), audio.has_audio, info.fps,
+            notes, expected,
+        )  # fmt: skip
 
-    def _prepare_frame_folder(self, folder, audio_features, fps, max_frames, max_duration) -> BatchFeature:
+    def _frame_folder_chunks(self, folder, chunk_frames, audio_features, fps, max_frames, max_duration):
         if fps is None:
             raise AvisInputError(f"{folder.name}: a frame folder has no native rate; give the rate it was sampled at")
-        frames = read_frame_folder(folder)
+        paths = read_frame_folder(folder)
         if max_duration is not None:
-            frames = frames[: max(0, int(np.ceil(max_duration * fps - 1e-9)))]
-        frames = frames[:max_frames]
-        timestamps = [k / fps for k in range(len(frames))]
-        video_inputs = self.image_processor(read_image(frame) for frame in frames)
-        notes, has_audio = [], True
+            paths = paths[: max(0, int(np.ceil(max_duration * fps - 1e-9)))]
+        paths = paths[:max_frames]
+        if not paths:
+            raise AvisInputError(f"{folder.name}: no frames to process within the given limits")
+        original_size = read_image(paths[0]).shape[:2]
+        frames = ((k / fps, read_image(frame)) for k, frame in enumerate(paths))
+        notes = []
         # AVISeg keeps a video's sound beside its frames: <split>/FEATAudios/<video>.npy and <split>/WAVAudios/<video>.wav
         split = folder.parent.parent
         if audio_features is None and (split / "FEATAudios" / f"{folder.name}.npy").is_file():
             audio_features = split / "FEATAudios" / f"{folder.name}.npy"
         if audio_features is not None:
-            audio_inputs = self._precomputed_audio(audio_features, len(timestamps), notes)
+            audio = _PrecomputedAudio(audio_features)
+            audio.check_covers(len(paths))
         else:
             wav = split / "WAVAudios" / f"{folder.name}.wav"
-            audio = read_audio(wav, self.feature_extractor.sampling_rate) if wav.is_file() else None
-            has_audio = audio is not None
-            if not has_audio:
+            track = read_audio(wav, self.feature_extractor.sampling_rate) if wav.is_file() else None
+            if track is None:
                 notes.append(
                     f"{folder.name} has no FEATAudios/{folder.name}.npy or WAVAudios/{folder.name}.wav beside it: "
                     "every frame was given the silent (all-zero) audio example"
                 )
-            audio_inputs = self._log_mel(audio, timestamps, notes)
-        return self._batch(video_inputs, audio_inputs, timestamps, has_audio, fps, notes)
+            audio = _LogMelAudio(self.feature_extractor, track)
+        return AvisVideoChunks(
+            frames, audio, self.image_processor, chunk_frames, tuple(original_size), audio.has_audio, fps, notes,
+            len(paths),
+        )  # fmt: skip
 
-    def _log_mel(self, audio, timestamps, notes) -> dict:
-        """Log-mel examples at the timestamps; without audio, the all-zero example for every frame."""
-        sampling_rate = self.feature_extractor.sampling_rate
-        if audio is None:
-            samples, start = np.zeros(0, dtype=np.float32), 0.0
-        else:
-            samples, start = audio.samples, audio.start
-            needed = self.feature_extractor.example_length / sampling_rate
-            silent = sum(1 for t in timestamps if t < start or t + needed > audio.end)
-            if silent:
-                notes.append(
-                    f"the audio covers {start:.2f}-{audio.end:.2f} s only: {silent} of {len(timestamps)} frames were "
-                    "given the silent (all-zero) audio example"
+
+class AvisVideoChunks:
+    r"""
+    One video's model inputs, `chunk_frames` sampled frames at a time, decoded as they are iterated (once).
+
+    Each chunk is a BatchFeature with `pixel_values` (t, 3, Hp, Wp), `audio_log_mel` (t, 96, 64) or `audio_features`
+    (t, 128), and `timestamps` (t seconds from the video's start).
+
+    Known before iterating: `original_size` (H, W) of the source frames, `image_size` (h, w) of the resized frames
+    before padding, `padded_size` (Hp, Wp), `has_audio`, `fps` (the source's native frame rate) and
+    `expected_frames` (an estimate from the container, for progress; None when it cannot tell). Complete once
+    iterated: `timestamps` and `notes` (what was assumed about the input).
+    """
+
+    def __init__(
+        self, frames, audio, image_processor, chunk_frames, original_size, has_audio, fps, notes, expected_frames
+    ):
+        self._frames = frames
+        self._audio = audio
+        self._image_processor = image_processor
+        self.chunk_frames = chunk_frames
+        self.original_size = tuple(int(side) for side in original_size)
+        self.image_size = image_processor.output_size(*self.original_size)
+        divisor = image_processor.size_divisibility
+        self.padded_size = tuple(-(-side // divisor) * divisor for side in self.image_size)
+        self.has_audio = has_audio
+        self.fps = fps
+        self.expected_frames = expected_frames
+        self.timestamps: list[float] = []
+        self.notes: list[str] = list(notes)
+
+    def __iter__(self) -> Iterator[BatchFeature]:
+        while batch := list(itertools.islice(self._frames, self.chunk_frames)):
+            times = [time for time, _ in batch]
+            first = len(self.timestamps)
+            self.timestamps.extend(times)
+            if self._audio.frames_covered is not None and len(self.timestamps) > self._audio.frames_covered:
+                # count the frames the features miss, for a message that says how many the video has
+                self._audio.check_covers(len(self.timestamps) + sum(1 for _ in self._frames))
+            video_inputs = self._image_processor(image for _, image in batch)
+            if tuple(video_inputs["original_size"]) != self.original_size:
+                raise AvisInputError(
+                    f"every frame of a video must have one size: {tuple(video_inputs['original_size'])} after "
+                    f"{self.original_size}"
                 )
-        return self.feature_extractor(samples, timestamps, sampling_rate, start=start)
+            data = {"pixel_values": video_inputs["pixel_values"], **self._audio.inputs(times, first)}
+            data["timestamps"] = times
+            yield BatchFeature(data, skip_tensor_conversion=["timestamps"])
+        if not self.timestamps:
+            raise AvisInputError("no frames to process")
+        self.notes.extend(self._audio.notes(self.timestamps))
 
-    @staticmethod
-    def _precomputed_audio(audio_features, num_frames: int, notes: list[str]) -> dict:
+    def metadata(self) -> dict:
+        """The video's metadata as `AvisProcessor.__call__` returns it (lists of one), once iterated."""
+        return {
+            "timestamps": [list(self.timestamps)],
+            "image_size": [list(self.image_size)],
+            "original_size": [list(self.original_size)],
+            "has_audio": [self.has_audio],
+            "fps": [self.fps],
+            "notes": [list(self.notes)],
+        }
+
+
+class _LogMelAudio:
+    """VGGish log-mel examples at the frames' timestamps; without a track, the all-zero example for every frame."""
+
+    def __init__(self, feature_extractor: AvisFeatureExtractor, track):
+        self.feature_extractor = feature_extractor
+        self.track = track
+        self.has_audio = track is not None
+        self.frames_covered = None  # any number of frames: those past the track get the silent example
+
+    def inputs(self, timestamps: list[float], first: int) -> dict:
+        rate = self.feature_extractor.sampling_rate
+        samples, start = (
+            (np.zeros(0, np.float32), 0.0) if self.track is None else (self.track.samples, self.track.start)
+        )
+        return {"audio_log_mel": self.feature_extractor(samples, timestamps, rate, start=start)["audio_log_mel"]}
+
+    def notes(self, timestamps: list[float]) -> list[str]:
+        if self.track is None:
+            return []
+        needed = self.feature_extractor.example_length / self.feature_extractor.sampling_rate
+        silent = sum(1 for t in timestamps if t < self.track.start or t + needed > self.track.end)
+        if not silent:
+            return []
+        return [
+            f"the audio covers {self.track.start:.2f}-{self.track.end:.2f} s only: {silent} of {len(timestamps)} "
+            "frames were given the silent (all-zero) audio example"
+        ]
+
+
+class _PrecomputedAudio:
+    """Precomputed audio features, one row per frame (an array or an .npy file)."""
+
+    has_audio = True
+
+    def __init__(self, audio_features):
         if isinstance(audio_features, (str, Path)):
             try:
                 audio_features = np.load(audio_features)
             except (OSError, ValueError) as error:
                 raise AvisInputError(f"{Path(audio_features).name}: not a readable .npy array ({error})") from None
-        features = torch.as_tensor(np.asarray(audio_features), dtype=torch.float32)
-        if features.ndim != 2:
-            raise AvisInputError(f"audio features must be (frames, 128), got shape {tuple(features.shape)}")
-        if len(features) < num_frames:
-            raise AvisInputError(f"the audio features cover {len(features)} frames but the video has {num_frames}")
-        if len(features) > num_frames:
-            notes.append(f"the audio features have {len(features)} rows: the first {num_frames} were used")
-        return {"audio_features": features[:num_frames]}
+        self.features = torch.as_tensor(np.asarray(audio_features), dtype=torch.float32)
+        if self.features.ndim != 2:
+            raise AvisInputError(f"audio features must be (frames, 128), got shape {tuple(self.features.shape)}")
+        self.frames_covered = len(self.features)
 
-    @staticmethod
-    def _batch(video_inputs, audio_inputs, timestamps, has_audio, fps, notes) -> BatchFeature:
-        data = {name: value.unsqueeze(0) for name, value in audio_inputs.items()}
-        data["pixel_values"] = video_inputs["pixel_values"].unsqueeze(0)
-        data["timestamps"] = [list(timestamps)]
-        data["image_size"] = [video_inputs["image_size"]]
-        data["original_size"] = [video_inputs["original_size"]]
-        data["has_audio"] = [has_audio]
-        data["fps"] = [fps]
-        data["notes"] = [notes]
-        return BatchFeature(data, skip_tensor_conversion=METADATA_KEYS)
+    def check_covers(self, num_frames: int) -> None:
+        if num_frames > self.frames_covered:
+            raise AvisInputError(
+                f"the audio features cover {len(self.features)} frames but the video has {num_frames}"
+            )
+
+    def inputs(self, timestamps: list[float], first: int) -> dict:
+        return {"audio_features": self.features[first : first + len(timestamps)]}
+
+    def notes(self, timestamps: list[float]) -> list[str]:
+        if len(self.features) > len(timestamps):
+            return [f"the audio features have {len(self.features)} rows: the first {len(timestamps)} were used"]
+        return []
 
 
 def register_auto_classes() -> None:
@@ -230,4 +342,4 @@ def register_auto_classes() -> None:
 
 register_auto_classes()
 
-__all__ = ["AvisProcessor", "register_auto_classes"]
+__all__ = ["AvisProcessor", "AvisVideoChunks", "register_auto_classes"]

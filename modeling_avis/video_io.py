@@ -12,11 +12,11 @@ takes every decoded frame at its own timestamp. A sampling rate above the stream
 timestamp falls on: the frame rate of a constant-rate video) is lowered to it, so no frame is taken twice in a row
 for that reason alone.
 
-Phone videos carry a display rotation; sampled frames are turned upright as players show them (so their size can
-differ from `VideoInfo`'s coded width and height).
+Phone videos carry a display rotation; sampled frames are turned upright as players show them (`VideoInfo`'s width
+and height are those of the upright frames).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,29 +31,40 @@ from .errors import AvisInputError
 # refused before decoding; every frame is resized to a few hundred pixels right after decoding anyway.
 MAX_FRAME_PIXELS = 8192 * 4320
 
+ProgressFn = Callable[[float, str], None]
+"""progress(fraction in [0, 1], what is happening): how long-running steps (inference, rendering) report."""
+
 # Timestamps within this many seconds count as equal (container time bases round; 1/fps is rarely exact).
 TIME_TOLERANCE = 1e-4
 
 
-@dataclass
+@dataclass(frozen=True)
 class VideoInfo:
-    """What the container says about a video, checked to be decodable.
+    """What the container says about a video, checked to be decodable up to its first frame.
 
-    width / height: the coded frame size, before any display rotation.
+    width / height: the size of the frames as shown, after the display rotation (as `read_frames` returns them).
+    rotation: the display rotation in degrees, counter-clockwise (0 for most videos).
     fps: the video stream's average frame rate (None when the container does not know it).
     base_fps: the rate every frame timestamp falls on (FFmpeg's guessed rate), the most frames a second can hold;
         fps itself for a constant frame rate, higher for a variable one (None when unknown).
-    duration: seconds, as the container reports it (None when unknown).
+    start_time: the video stream's first timestamp on the container's clock; every time here counts from it.
+    duration: seconds from the first frame to the end of the video track (measured from the packets when the
+        container does not say).
     """
 
     path: str
     width: int
     height: int
+    rotation: int
     fps: float | None
     base_fps: float | None
-    duration: float | None
-    has_audio: bool
     start_time: float
+    duration: float
+    has_audio: bool
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
 
 @dataclass
@@ -78,7 +89,8 @@ class AudioTrack:
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Opens `path`, checks it holds a decodable video stream of a sane size, and reports what the container says."""
+    """Opens `path`, checks it holds a decodable video stream of a sane size, decodes its first frame (for the display
+    rotation) and reports what the container says."""
     with _open_media(path) as container:
         stream = _video_stream(container, path)
         context = stream.codec_context
@@ -87,20 +99,21 @@ def probe_video(path: str | Path) -> VideoInfo:
                 f"{_name(path)}: frames of {context.width}x{context.height} are over the limit of "
                 f"{MAX_FRAME_PIXELS / 1e6:.1f} million pixels (8192x4320)"
             )
-        duration = None
-        if stream.duration is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
+        fps = float(stream.average_rate) if stream.average_rate else None
+        start_time = _stream_start(stream)
+        duration = _video_end_time(path, container, stream) - start_time
+        rotation = _first_frame_rotation(container, stream, path)
+        turned = round(rotation / 90) % 2 == 1
         return VideoInfo(
             path=str(path),
-            width=context.width,
-            height=context.height,
-            fps=float(stream.average_rate) if stream.average_rate else None,
+            width=context.height if turned else context.width,
+            height=context.width if turned else context.height,
+            rotation=rotation,
+            fps=fps,
             base_fps=float(stream.guessed_rate) if stream.guessed_rate else None,
-            duration=duration,
+            start_time=start_time,
+            duration=max(duration, 1 / fps if fps else 0.0),
             has_audio=bool(container.streams.audio),
-            start_time=_stream_start(stream),
         )
 
 
@@ -190,18 +203,18 @@ def _sample(frames: Iterator[tuple[av.VideoFrame, float]], fps: float | None, na
     """For each sampling time k / fps, the frame on screen then (see the module docstring)."""
     if fps is None:
         for frame, time in frames:
-            yield SampledFrame(time, _to_rgb(frame))
+            yield SampledFrame(time, frame_to_rgb(frame))
         return
     k, on_screen, image, end = 0, None, None, 0.0
     for frame, time in frames:
         while on_screen is not None and k / fps < time - TIME_TOLERANCE:
-            image = _to_rgb(on_screen) if image is None else image
+            image = frame_to_rgb(on_screen) if image is None else image
             yield SampledFrame(k / fps, image)
             k += 1
         on_screen, image, end = frame, None, time + _frame_duration(frame, native_fps)
     # The last frame stays on screen for its own duration.
     while k / fps < end - TIME_TOLERANCE:
-        image = _to_rgb(on_screen) if image is None else image
+        image = frame_to_rgb(on_screen) if image is None else image
         yield SampledFrame(k / fps, image)
         k += 1
 
@@ -232,6 +245,41 @@ def _decoded_frames(path: str | Path, info: VideoInfo) -> Iterator[tuple[av.Vide
             raise AvisInputError(f"{_name(path)}: the video stream holds no frames")
 
 
+def _first_frame_rotation(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | Path
+) -> int:
+    """The display rotation of the first frame, in degrees; decoding errors are worded as `_decoded_frames` words them."""
+    try:
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                raise AvisInputError(f"{_name(path)}: the video is truncated or corrupt after 0 frames")
+            for frame in packet.decode():
+                return round(frame.rotation or 0)
+    except av.error.FFmpegError as error:
+        raise AvisInputError(
+            f"{_name(path)}: the video is corrupt or truncated: decoding failed after 0 frames ({_reason(error)})"
+        ) from None
+    raise AvisInputError(f"{_name(path)}: the video stream holds no frames")
+
+
+def _video_end_time(
+    path: str | Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> float:
+    """The end of the video track in seconds on the container's clock: from the headers, or from the packets when
+    they say nothing (browsers' MediaRecorder webm files, for one)."""
+    if stream.duration is not None:
+        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    end = 0.0
+    with _open_media(path) as again:
+        video = again.streams.video[0]
+        for packet in again.demux(video):
+            if packet.pts is not None:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    return end
+
+
 def _frame_time(frame: av.VideoFrame, index: int, info: VideoInfo, path: str | Path) -> float:
     if frame.time is not None:
         return frame.time - info.start_time
@@ -246,7 +294,8 @@ def _frame_duration(frame: av.VideoFrame, native_fps: float | None) -> float:
     return 1 / native_fps if native_fps else 0.0
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, turned upright by its display rotation as players show it."""
     image = frame.to_ndarray(format="rgb24")
     quarter_turns = round((frame.rotation or 0) / 90)
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns % 4 else image
@@ -306,8 +355,10 @@ def _reason(error: av.error.FFmpegError) -> str:
 __all__ = [
     "MAX_FRAME_PIXELS",
     "AudioTrack",
+    "ProgressFn",
     "SampledFrame",
     "VideoInfo",
+    "frame_to_rgb",
     "probe_video",
     "read_audio",
     "read_frame_folder",

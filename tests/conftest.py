@@ -1,6 +1,7 @@
 """Shared helpers: where the reference fixtures live, and a tiny random-weight AVISM configuration."""
 
 import json
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ def original_io_cases() -> list[tuple[str, str]]:
         for entry in json.loads(manifest.read_text())["io"].values():
             cases.append((manifest.parent.name, entry["file"]))
     return cases
+
+
+@cache
+def converted_model(name: str):
+    """The original model folder `name` converted (AvisForAudioVisualInstanceSegmentation), built once per session."""
+    from conversion.convert_avism import build_converted_model, load_original_state_dict
+    from conversion.original_config import avis_config_from_original, load_original_config
+
+    folder = ORIGINAL / name
+    config = avis_config_from_original(load_original_config(folder / "config.yaml"))
+    return build_converted_model(load_original_state_dict(folder / "model_final.pth"), config)
 
 
 def tiny_config(**overrides) -> AvisConfig:
@@ -59,3 +71,21 @@ def tiny_inputs():
 
     generator = torch.Generator().manual_seed(0)
     return torch.randn(1, 7, 3, 64, 96, generator=generator), torch.randn(1, 7, 128, generator=generator)
+
+
+# A VGGish small enough for tests, whose embeddings have the model's 128 dimensions.
+TINY_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory):
+    """A tiny random AVISM with an audio encoder that keeps every instance (threshold 0), saved as save_pretrained
+    writes it (no processor saved)."""
+    import torch
+
+    from modeling_avis import AvisModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_avis")
+    AvisModel(tiny_config(audio_config=TINY_VGGISH, score_threshold=0.0)).save_pretrained(folder)
+    return folder

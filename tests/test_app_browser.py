@@ -77,6 +77,8 @@ def test_corrupt_upload_shows_its_error_in_the_page(page, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     open_and_upload(page, corrupt)
-    message = page.get_by_text("corrupt.mp4 could not be read as a video (Invalid data found when processing input)")
+    message = page.get_by_text(
+        "corrupt.mp4: not a video FFmpeg can read; the file may be corrupt, truncated or of another kind (Invalid data found when processing input)"
+    )
     message.first.wait_for(state="visible")
     assert "Traceback" not in page.content()

@@ -55,7 +55,7 @@ def test_corrupt_upload_is_answered_with_a_one_line_message(client, tmp_path):
     with pytest.raises(AppError) as caught:
         client.predict(handle_file(str(corrupt)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse")
     message = caught.value.message
-    assert message.startswith("corrupt.mp4 could not be read as a video") and "\n" not in message
+    assert message.startswith("corrupt.mp4: not a video FFmpeg can read") and "\n" not in message
 
 
 def test_a_bad_model_folder_is_answered_with_a_one_line_message(client, tmp_path):

@@ -8,10 +8,10 @@ import pytest
 
 from app.inference import ModelSource, inference_service
 from app.pipeline import AppSettings, analyse_video
-from app.results_json import avis_results
 from app.stand_in import ColourMotionStandIn
 from app.summary import instance_table, sounding_intervals, timeline_figure
 from modeling_avis.errors import AvisCheckpointError
+from modeling_avis.results import results_json_entries
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, decode_mask, encode_mask
 
 from .app_media import stream_summary, write_video
@@ -34,7 +34,7 @@ def two_track_result():
 
 
 def test_results_json_has_one_entry_per_instance_with_the_dataset_category_id():
-    entries = json.loads(json.dumps(avis_results(two_track_result(), video_id=7)))
+    entries = json.loads(json.dumps(results_json_entries(two_track_result(), video_id=7)))
     assert [sorted(entry) for entry in entries] == [["category_id", "score", "segmentations", "video_id"]] * 2
     assert [(e["video_id"], e["category_id"], e["score"]) for e in entries] == [(7, 3, 0.8), (7, 26, 0.45)]
     assert [len(e["segmentations"]) for e in entries] == [3, 3]

@@ -1,7 +1,6 @@
 """Converted original checkpoints compute what the original AVISM computed (../shared/fixtures/original)."""
 
 import json
-from functools import cache
 
 import pytest
 import torch
@@ -17,16 +16,9 @@ from conversion.verification import FLOAT_TOLERANCE, MASK_FLIP_TOLERANCE, compar
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation
 from modeling_avis.errors import AvisCheckpointError
 
-from .conftest import ORIGINAL, original_io_cases
+from .conftest import ORIGINAL, converted_model, original_io_cases
 
 CASES = original_io_cases()
-
-
-@cache
-def converted_model(name: str):
-    folder = ORIGINAL / name
-    config = avis_config_from_original(load_original_config(folder / "config.yaml"))
-    return build_converted_model(load_original_state_dict(folder / "model_final.pth"), config)
 
 
 @pytest.mark.parametrize(("name", "io_file"), CASES, ids=[f"{name}-{io}" for name, io in CASES])

@@ -180,3 +180,39 @@ def test_audio_is_aligned_to_the_video_stream_start(tmp_path):
     assert inputs["timestamps"] == [[0.0, 1.0, 2.0]]
     from_half_second = AvisFeatureExtractor().log_mel(torch.from_numpy(audio.samples[8000:23600]).double()).float()
     torch.testing.assert_close(inputs["audio_log_mel"][0, 0], from_half_second)
+
+
+def test_chunks_put_together_are_the_inputs_of_the_whole_video():
+    processor = AvisProcessor()
+    chunks = processor.iter_chunks(CLIP, chunk_frames=2)
+    # Known before a frame is decoded:
+    assert (chunks.original_size, chunks.image_size, chunks.padded_size) == ((360, 640), (360, 640), (384, 640))
+    assert (chunks.has_audio, chunks.fps, chunks.expected_frames) == (True, 24.0, 5)
+    parts = list(chunks)
+    assert [len(part["pixel_values"]) for part in parts] == [2, 2, 1]
+    assert [part["timestamps"] for part in parts] == [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    whole = processor(CLIP)
+    for name in ("pixel_values", "audio_log_mel"):
+        assert torch.equal(torch.cat([part[name] for part in parts])[None], whole[name])
+    assert chunks.metadata() == {key: whole[key] for key in chunks.metadata()}
+
+
+def test_chunks_of_a_frame_folder_carry_its_precomputed_features(tmp_path):
+    chunks = AvisProcessor().iter_chunks(_aviseg_split(tmp_path, with_features=True), chunk_frames=2)
+    assert chunks.original_size == (48, 64) and chunks.expected_frames == 3
+    parts = list(chunks)
+    assert [tuple(part["audio_features"].shape) for part in parts] == [(2, 128), (1, 128)]
+    assert chunks.timestamps == [0.0, 1.0, 2.0] and chunks.notes == []
+
+
+def test_too_few_audio_features_are_refused_while_streaming_with_the_videos_frame_count():
+    chunks = AvisProcessor().iter_chunks(CLIP, chunk_frames=2, audio_features=np.zeros((3, 128), np.float32))
+    with pytest.raises(AvisInputError, match="the audio features cover 3 frames but the video has 5"):
+        list(chunks)
+
+
+def test_a_rotated_video_has_its_upright_size_before_decoding(tmp_path):
+    path = write_video(tmp_path / "phone.mp4", num_frames=24, size=(64, 48), rotation=90)
+    chunks = AvisProcessor().iter_chunks(path)
+    assert chunks.original_size == (64, 48)
+    assert list(chunks)[0]["pixel_values"].shape[-2:] == chunks.padded_size == (480, 384)

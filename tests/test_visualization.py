@@ -1,12 +1,13 @@
-"""Overlay rendering and PyAV re-encoding on small synthetic videos written in tmp_path."""
+"""Overlay rendering and PyAV re-encoding (modeling_avis.visualization, and the app's trimming) on small synthetic videos."""
 
 import numpy as np
 import pytest
 
-from app.media import probe_video, transcode, trim_video
-from app.render import FILL_OPACITY, OverlayPainter, render_overlay, track_colour
+from app.media import probe_upload, trim_video
 from modeling_avis.errors import AvisInputError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
+from modeling_avis.video_io import probe_video
+from modeling_avis.visualization import FILL_OPACITY, OverlayPainter, render_overlay, track_colour, transcode
 
 from .app_media import decode_rgb, stream_summary, write_video
 
@@ -147,7 +148,7 @@ def test_progress_reaches_the_end_of_the_video(tmp_path, video):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("corrupt.mp4", b"\x00\x01not a video" * 100, "could not be read as a video"),
+        ("corrupt.mp4", b"\x00\x01not a video" * 100, "not a video FFmpeg can read"),
         ("notes.txt", b"hello", "not a video the app takes"),
     ],
     ids=["corrupt", "wrong-suffix"],
@@ -156,7 +157,7 @@ def test_unusable_files_raise_a_one_line_input_error(tmp_path, name, content, me
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(AvisInputError, match=message) as caught:
-        probe_video(path)
+        probe_upload(path)
     assert "\n" not in str(caught.value) and name in str(caught.value)
 
 
@@ -170,5 +171,17 @@ def test_audio_only_file_is_refused_for_having_no_video_track(tmp_path):
         frame.sample_rate, frame.pts = 48000, 0
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    with pytest.raises(AvisInputError, match="has no video track"):
-        probe_video(path)
+    with pytest.raises(AvisInputError, match="has no video stream"):
+        probe_upload(path)
+
+
+def test_a_rotated_video_is_rendered_upright_at_the_size_of_its_masks(tmp_path):
+    from .synthetic_media import write_video as write_marked_video
+
+    video = probe_video(write_marked_video(tmp_path / "phone.mp4", num_frames=12, fps=12, size=(64, 48), rotation=90))
+    assert (video.width, video.height, video.rotation) == (48, 64, 90)
+    render_overlay(video, result_with([], [0.0], height=64, width=48), tmp_path / "overlay.mp4", no_progress)
+    first = decode_rgb(tmp_path / "overlay.mp4")[0]
+    assert first.shape == (64, 48, 3)
+    # The coded frame's marked top-left corner is bottom-left once the frame is upright.
+    assert first[-8:, :8].mean() > 200 and first[:8, :8].mean() < 60

@@ -1,15 +1,22 @@
-"""Overlay rendering: each sounding instance's mask, contour and label burnt into the source video."""
+"""Overlays: each sounding instance's mask, contour and label burnt into the source video, re-encoded with PyAV one
+frame at a time (no video is ever held in memory whole).
+
+Times are seconds from the video's start (`video_io`'s clock, the one `AvisVideoResult.timestamps` are on), and the
+frames are painted upright, at the size the masks have.
+"""
 
 import bisect
+from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from modeling_avis.tracks import AvisVideoResult
-
-from .media import ProgressFn, VideoInfo, transcode
+from .errors import AvisInputError
+from .tracks import AvisVideoResult
+from .video_io import ProgressFn, VideoInfo, frame_to_rgb
 
 # 20 colours that stay distinct from each other and on most footage (Sasha Trubetskoy's list), RGB.
 PALETTE = (
@@ -22,6 +29,18 @@ PALETTE = (
 FILL_OPACITY = 0.45
 # Timestamps and frame times are both float seconds from PyAV; a millisecond absorbs their round-off.
 TIME_TOLERANCE = 1e-3
+
+# Sample rates the AAC encoder takes; anything else (rare) is resampled to 48 kHz.
+AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+# x264 quality: visually lossless for overlays, fast enough for two CPU cores.
+X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+
+# Files interleave audio and video within a second or so: once frames run this far past a cut, none before it is left.
+INTERLEAVING_SLACK = 2.0
+
+PaintFn = Callable[[np.ndarray, float], np.ndarray]
+"""paint(image (H, W, 3) uint8 RGB upright, seconds from the video's start) -> image of the same shape."""
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
@@ -100,13 +119,91 @@ class OverlayPainter:
         draw.text((left + 3 - x0, top + 3 - y0), text, font=self.font, fill=ink)
 
 
-def render_overlay(video: VideoInfo, result: AvisVideoResult, destination: str | Path, progress: ProgressFn) -> None:
-    """Write `video` with the tracks of `result` drawn on it as an H.264 + AAC mp4 (see media.transcode)."""
+def render_overlay(
+    video: VideoInfo, result: AvisVideoResult, destination: str | Path, progress: ProgressFn | None = None
+) -> None:
+    """Write `video` with the tracks of `result` drawn on it as an H.264 + AAC mp4 (see `transcode`)."""
     if (result.height, result.width) != (video.height, video.width):
         raise ValueError(f"the masks are {result.width}x{result.height} but the video is {video.width}x{video.height}")
     transcode(video, destination, OverlayPainter(result), progress)
 
 
+def transcode(
+    video: VideoInfo,
+    destination: str | Path,
+    paint: PaintFn,
+    progress: ProgressFn | None = None,
+    until: float | None = None,
+    description: str = "Rendering",
+) -> None:
+    """Re-encode `video` as an H.264 (yuv420p) + AAC mp4, passing every video frame, upright, through `paint`.
+
+    The output keeps the source's frame rate and frame times; the sound is re-encoded to AAC (a source without an
+    audio track gives an output without one). yuv420p needs even sizes, so an odd last row or column is cropped.
+    until: keep only this many seconds from the first video frame.
+    """
+    width, height = video.width // 2 * 2, video.height // 2 * 2
+    end = video.start_time + until if until is not None else float("inf")
+    rate = video.fps or video.base_fps or 25.0
+    expected_frames = max(1, round(min(video.duration, until or video.duration) * rate))
+    try:
+        with (
+            av.open(video.path) as source,
+            av.open(str(destination), "w", format="mp4", options={"movflags": "+faststart"}) as output,
+        ):
+            video_in = source.streams.video[0]
+            audio_in = source.streams.audio[0] if source.streams.audio else None
+            video_out = output.add_stream(
+                "libx264", rate=video_in.average_rate or video_in.guessed_rate, options=X264_OPTIONS
+            )
+            video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
+            video_out.time_base = video_in.time_base
+            audio_out = _add_aac_stream(output, audio_in) if audio_in is not None else None
+            first_video_pts = None
+            frames_done = 0
+            for frame in _timed_frames(source, video_in, audio_in):
+                if frame.time >= end + INTERLEAVING_SLACK:
+                    break
+                if frame.time >= end:
+                    continue
+                if isinstance(frame, av.AudioFrame):
+                    if frame.time >= video.start_time:
+                        # The output's clock starts at the first video frame, for the sound as for the picture.
+                        frame.pts -= round(video.start_time / frame.time_base)
+                        output.mux(audio_out.encode(frame))
+                    continue
+                first_video_pts = frame.pts if first_video_pts is None else first_video_pts
+                image = paint(frame_to_rgb(frame), frame.time - video.start_time)[:height, :width]
+                painted = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                painted.pts, painted.time_base = frame.pts - first_video_pts, frame.time_base
+                output.mux(video_out.encode(painted))
+                frames_done += 1
+                if progress is not None:
+                    progress(min(frames_done / expected_frames, 1.0), description)
+            output.mux(video_out.encode())
+            if audio_out is not None:
+                output.mux(audio_out.encode())
+    except av.FFmpegError as error:
+        raise AvisInputError(f"{video.name} could not be decoded to the end ({error.strerror})") from None
+
+
+def _timed_frames(source: av.container.InputContainer, *streams):
+    """Video and audio frames in the order the file interleaves them, frames without a time left out."""
+    for packet in source.demux(*(stream for stream in streams if stream is not None)):
+        for frame in packet.decode():
+            if frame.time is not None:
+                yield frame
+
+
+def _add_aac_stream(output: av.container.OutputContainer, audio_in: av.audio.stream.AudioStream):
+    rate = audio_in.rate if audio_in.rate in AAC_SAMPLE_RATES else 48000
+    layout = "mono" if audio_in.channels == 1 else "stereo"
+    return output.add_stream("aac", rate=rate, layout=layout)
+
+
 def _contour(mask: np.ndarray, thickness: int) -> np.ndarray:
     """The pixels of `mask` within `thickness` of its edge."""
     return mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=0)
+
+
+__all__ = ["FILL_OPACITY", "PALETTE", "OverlayPainter", "render_overlay", "track_colour", "transcode"]

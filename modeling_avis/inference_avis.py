@@ -1,0 +1,541 @@
+"""Inference on videos of any length, in the memory of a few frames.
+
+AVISM's clip queries attend to every frame of the video, so no mask can be drawn before the last frame is encoded.
+Inference therefore runs in two passes:
+
+1. every frame goes through the per-frame part of the model (backbone, pixel decoder, frame decoder) in chunks of a
+   few frames; its frame queries (100 x 256 floats) are kept, its clip-level mask features (256 x H/4 x W/4, 15.7 MB
+   at 360p) go to an `AvisMaskFeatureStore` (memory up to a budget, then a temporary file);
+2. the clip module reads all frame queries and gives the clip queries; the mask features are then read back twice,
+   chunk by chunk: once to score the top (query, class) pairs, once to draw the kept instances' masks, which are
+   handed on as they are made (to RLE, to a renderer) and never held for the whole video.
+
+The frames meet the model in exactly the chunks the one-shot `AvisModel.forward` uses for the same
+`frame_chunk_size`, and the post-processing reads the same frame chunks, so both give identical results.
+
+    segmenter = AvisVideoSegmenter.from_pretrained("path/to/model")
+    result = segmenter("concert.mp4")            # AvisVideoResult: tracks with one RLE mask per sampled frame
+"""
+
+import contextlib
+import re
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_avis import AvisConfig
+from .errors import AvisCheckpointError
+from .modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel
+from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
+from .processing_avis import AvisProcessor
+from .results import build_video_result
+from .tracks import AvisVideoResult
+from .video_io import ProgressFn
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
+# chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
+# page-faulted in afresh for every chunk.
+CPU_FRAME_CHUNK = 1
+# Mask features held in memory before the store spills to disk: 1 GiB is 68 frames at 360p (15.7 MB a frame).
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+
+class AvisMaskFeatureStore:
+    """The clip-level mask features of a video's frames between the two inference passes.
+
+    Frames are appended in order; the first ones are kept in memory up to `memory_budget` bytes, the rest are
+    written to a temporary file in `directory` (the system's default when None) and read back with the same values.
+    It reads as a frame sequence: `len(store)` frames, `store[start:stop]` -> (t, C, h, w) on the device and in the
+    dtype they came in.
+    """
+
+    def __init__(self, memory_budget: int = DEFAULT_MEMORY_BUDGET, directory: str | Path | None = None):
+        self.memory_budget = memory_budget
+        self.directory = directory
+        self._in_memory: list[torch.Tensor] = []  # the first frames, as appended chunks
+        self._memory_frames = 0
+        self._spill_file = None
+        self._spilled_frames = 0
+        self._frame_shape: tuple[int, ...] | None = None
+        self._dtype: torch.dtype | None = None
+        self._device: torch.device | None = None
+
+    def __len__(self) -> int:
+        return self._memory_frames + self._spilled_frames
+
+    @property
+    def bytes_in_memory(self) -> int:
+        return sum(chunk.numel() * chunk.element_size() for chunk in self._in_memory)
+
+    @property
+    def spilled_frames(self) -> int:
+        return self._spilled_frames
+
+    def append(self, mask_features: torch.Tensor) -> None:
+        """Stores the mask features (t, C, h, w) of the next t frames."""
+        if self._frame_shape is None:
+            self._frame_shape, self._dtype, self._device = (
+                mask_features.shape[1:],
+                mask_features.dtype,
+                mask_features.device,
+            )
+        elif mask_features.shape[1:] != self._frame_shape or mask_features.dtype != self._dtype:
+            raise ValueError(
+                f"mask features of shape {tuple(mask_features.shape[1:])} {mask_features.dtype} after "
+                f"{tuple(self._frame_shape)} {self._dtype}"
+            )
+        frame_bytes = mask_features[0].numel() * mask_features.element_size()
+        room = 0 if self._spill_file is not None else (self.memory_budget - self.bytes_in_memory) // frame_bytes
+        kept = min(len(mask_features), max(room, 0))
+        if kept:
+            # a copy, so that no view keeps alive the frames that go to disk (or the model's larger buffers)
+            self._in_memory.append(mask_features[:kept].clone())
+            self._memory_frames += kept
+        if kept < len(mask_features):
+            self._spill(mask_features[kept:])
+
+    def __getitem__(self, frames: slice) -> torch.Tensor:
+        if not isinstance(frames, slice) or frames.step not in (None, 1):
+            raise TypeError("the store reads contiguous frame slices: store[start:stop]")
+        start, stop, _ = frames.indices(len(self))
+        stop = max(start, stop)
+        pieces, offset = [], 0
+        for chunk in self._in_memory:
+            if start < offset + len(chunk) and stop > offset:
+                pieces.append(chunk[max(start - offset, 0) : stop - offset])
+            offset += len(chunk)
+        if stop > self._memory_frames:
+            pieces.append(self._read_spilled(max(start - self._memory_frames, 0), stop - self._memory_frames))
+        if not pieces:
+            return torch.empty(0, *(self._frame_shape or ()), dtype=self._dtype, device=self._device)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def close(self) -> None:
+        """Frees the memory and deletes the temporary file."""
+        self._in_memory, self._memory_frames, self._spilled_frames = [], 0, 0
+        if self._spill_file is not None:
+            self._spill_file.close()
+            self._spill_file = None
+
+    def __enter__(self) -> "AvisMaskFeatureStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _spill(self, mask_features: torch.Tensor) -> None:
+        if self._spill_file is None:
+            self._spill_file = tempfile.TemporaryFile(prefix="avis_mask_features_", dir=self.directory)
+        raw = mask_features.detach().cpu().contiguous().view(torch.uint8)  # as bytes: numpy has no bfloat16
+        self._spill_file.seek(0, 2)
+        self._spill_file.write(memoryview(raw.numpy()))
+        self._spilled_frames += len(mask_features)
+
+    def _read_spilled(self, start: int, stop: int) -> torch.Tensor:
+        frames = torch.empty(stop - start, *self._frame_shape, dtype=self._dtype)
+        self._spill_file.seek(start * frames[0].numel() * frames.element_size())
+        self._spill_file.readinto(memoryview(frames.view(torch.uint8).numpy()))
+        return frames.to(self._device)
+
+
+@dataclass
+class AvisVideoEncoding:
+    """What the first pass keeps of a video (B = 1).
+
+    frame_queries (`(1, 1, T, fQ, C)`): the frame queries, as `AvisModel.clip_module` takes them.
+    audio_features (`(1, T, audio_feature_size)`): one audio feature per frame.
+    mask_features (`AvisMaskFeatureStore`): the clip-level mask features of the T frames.
+    padded_size (`(Hp, Wp)`): the size of the padded frames the model saw.
+    """
+
+    frame_queries: torch.Tensor
+    audio_features: torch.Tensor
+    mask_features: AvisMaskFeatureStore
+    padded_size: tuple[int, int]
+
+    @property
+    def num_frames(self) -> int:
+        return self.frame_queries.shape[2]
+
+
+def model_frame_chunks(
+    chunks: Iterable[Mapping[str, torch.Tensor]], chunk_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The model inputs of `chunks`, of any sizes, regrouped into chunks of exactly `chunk_size` frames (the last
+    may be shorter): the groups `AvisModel.forward` runs its frames in."""
+    names = ("pixel_values", "audio_features", "audio_log_mel")
+    pending: dict[str, list[torch.Tensor]] = {}
+    pending_frames = 0
+    for chunk in chunks:
+        for name in names:
+            if name in chunk:
+                pending.setdefault(name, []).append(chunk[name])
+        pending_frames += len(chunk["pixel_values"])
+        while pending_frames >= chunk_size:
+            joined = {name: _join(values) for name, values in pending.items()}
+            yield {name: values[:chunk_size] for name, values in joined.items()}
+            pending = {name: [values[chunk_size:]] for name, values in joined.items()}
+            pending_frames -= chunk_size
+    if pending_frames:
+        yield {name: _join(values) for name, values in pending.items()}
+
+
+def _join(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def encode_video(
+    model: AvisModel,
+    chunks: Iterable[Mapping[str, torch.Tensor]],
+    mask_features: AvisMaskFeatureStore,
+    progress: Callable[[int], None] | None = None,
+    frame_chunk_size: int | None = None,
+    workers: int = 1,
+) -> AvisVideoEncoding:
+    """The first pass: every frame of a video through the per-frame part of `model` (in inference mode), in chunks.
+
+    chunks: the video's frames in order, in chunks of any sizes, each with `pixel_values` (t, 3, Hp, Wp) and
+        `audio_features` (t, audio_feature_size) or `audio_log_mel` (t, 96, 64) (as `AvisProcessor.iter_chunks`
+        gives them), on the model's device.
+    mask_features: an empty store that receives the clip-level mask features.
+    progress: called with the number of frames encoded so far.
+    frame_chunk_size: frames per pass (default: the config's); `AvisModel.forward` gives the same results when its
+        config's `frame_chunk_size` is the same (and torch has as many threads).
+    workers: chunks encoded at once, each in a thread of its own. On the CPU, `workers` cores with one torch thread
+        each (`torch.set_num_threads(1)`) encode their own frames instead of splitting every operation between them,
+        so no core waits for the other at the end of each of the model's thousand operations per chunk: as fast on
+        an idle machine, and several times faster when other processes load its cores. The autocast state of the
+        calling thread carries over.
+    """
+    device_type = next(model.parameters()).device.type
+    autocast = torch.autocast(
+        device_type, dtype=torch.get_autocast_dtype(device_type), enabled=torch.is_autocast_enabled(device_type)
+    )
+
+    def encode(chunk: dict[str, torch.Tensor]):
+        with torch.inference_mode(), autocast:
+            if "audio_features" in chunk:
+                audio = chunk["audio_features"]
+            else:
+                audio = model.encode_audio(chunk["audio_log_mel"])
+            return chunk["pixel_values"].shape[-2:], audio, model.encode_frames(chunk["pixel_values"], audio)
+
+    frame_queries, audio_features, padded_size = [], [], None
+
+    def keep(encoded) -> None:
+        nonlocal padded_size
+        padded_size, audio, encoding = encoded
+        frame_queries.append(encoding.frame_queries)  # (1, t, fQ, C): the last frame-decoder layer
+        audio_features.append(audio)
+        mask_features.append(encoding.mask_features)
+        if progress is not None:
+            progress(len(mask_features))
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="avis-encode") as pool:
+        # in frame order; one chunk more per worker than run at once, so that a worker that finishes early (its core
+        # less busy) starts on the next chunk rather than wait for the oldest one
+        running = deque()
+        for chunk in model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size):
+            running.append(pool.submit(encode, chunk))
+            if len(running) == 2 * workers:
+                keep(running.popleft().result())
+        while running:
+            keep(running.popleft().result())
+    if padded_size is None:
+        raise ValueError("the video has no frames")
+    return AvisVideoEncoding(
+        frame_queries=torch.cat(frame_queries, dim=1)[:, None],
+        audio_features=torch.cat(audio_features)[None],
+        mask_features=mask_features,
+        padded_size=tuple(padded_size),
+    )
+
+
+def detect_instances(
+    model: AvisModel,
+    encoding: AvisVideoEncoding,
+    image_size: tuple[int, int],
+    score_threshold: float | None = None,
+    max_instances: int | None = None,
+) -> AvisVideoInstances:
+    """The second pass: the clip module over all frame queries, then the instances scoring above the threshold
+    (default: the config's), at most `max_instances` of them, in descending score order."""
+    config = model.config
+    clip_output = model.clip_module(encoding.frame_queries, encoding.audio_features)
+    with torch.autocast(encoding.frame_queries.device.type, enabled=False):  # scores in float32 under any autocast
+        instances = score_instances(
+            clip_output.class_logits[-1, -1, 0].float(),
+            clip_output.mask_embeddings[-1, -1, 0].float(),
+            encoding.mask_features,
+            encoding.padded_size,
+            image_size,
+            num_detections=config.num_detections,
+            score_threshold=config.score_threshold if score_threshold is None else score_threshold,
+            chunk_size=config.mask_chunk_size,
+        )
+    return instances if max_instances is None else instances.select(slice(0, max_instances))
+
+
+@dataclass
+class AvisVideoSegmentation:
+    """The instances found in a video and their masks.
+
+    instances (`AvisVideoInstances`): scores, labels and mask embeddings, in descending score order.
+    masks (`Iterator` of `(N, t, H, W)` bool): the instances' masks at the target size, chunk after chunk of
+        frames; each chunk is made as it is asked for (iterate once).
+    num_frames (`int`): T, the frames the masks cover.
+    """
+
+    instances: AvisVideoInstances
+    masks: Iterator[torch.Tensor]
+    num_frames: int
+
+
+def segment_video(
+    model: AvisModel,
+    chunks: Iterable[Mapping[str, torch.Tensor]],
+    image_size: tuple[int, int],
+    target_size: tuple[int, int],
+    mask_features: AvisMaskFeatureStore,
+    score_threshold: float | None = None,
+    max_instances: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    frame_chunk_size: int | None = None,
+    workers: int = 1,
+) -> AvisVideoSegmentation:
+    """Both passes over a video given as model inputs in chunks (see `encode_video`), with `model` in eval mode.
+
+    image_size: (h, w) of the resized frames before padding; target_size: (H, W) of the masks (the source's size).
+    mask_features: an empty store for the first pass; the masks are read from it, so close it after them.
+    """
+    encoding = encode_video(model, chunks, mask_features, progress, frame_chunk_size, workers)
+    instances = detect_instances(model, encoding, image_size, score_threshold, max_instances)
+    masks = instance_mask_chunks(
+        instances, mask_features, encoding.padded_size, image_size, target_size, model.config.mask_chunk_size
+    )
+    return AvisVideoSegmentation(instances=instances, masks=masks, num_frames=encoding.num_frames)
+
+
+class AvisVideoSegmenter:
+    """A model and its processor, loaded once: `segmenter(video) -> AvisVideoResult`.
+
+    model (`AvisModel`): in eval mode, on its device.
+    processor (`AvisProcessor`): the processor the model was trained with.
+    autocast_dtype (`torch.dtype`, *optional*): run the model under autocast in this dtype (torch.bfloat16 on CPU or
+        CUDA, torch.float16 on CUDA): about twice as fast, results no longer those of the original to 1e-4; the
+        post-processing stays in float32. None runs in float32, as the parity tests.
+    memory_budget (`int`): bytes of mask features kept in memory; the rest of a long video's go to a temporary file.
+    spill_directory: where that file goes (the system's temporary folder when None).
+    cpu_threads (`int`, *optional*): CPU cores to use (default: torch's thread count). On the CPU, the frames are
+        encoded `cpu_threads` at a time, one torch thread each (see `encode_video`); the rest runs on `cpu_threads`
+        torch threads. torch's thread count is set for the call and restored after it.
+    frame_chunk_size (`int`, *optional*): frames per pass of the per-frame part: by default one per thread on the
+        CPU (`CPU_FRAME_CHUNK`), the config's on CUDA.
+    """
+
+    def __init__(
+        self,
+        model: AvisModel,
+        processor: AvisProcessor,
+        autocast_dtype: torch.dtype | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        spill_directory: str | Path | None = None,
+        cpu_threads: int | None = None,
+        frame_chunk_size: int | None = None,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.autocast_dtype = autocast_dtype
+        self.memory_budget = memory_budget
+        self.spill_directory = spill_directory
+        self.cpu_threads = cpu_threads or torch.get_num_threads()
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.frame_chunk_size = frame_chunk_size or (CPU_FRAME_CHUNK if on_cpu else model.config.frame_chunk_size)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | Path,
+        device: str | torch.device | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> "AvisVideoSegmenter":
+        """Loads a model folder written by `save_pretrained` (AvisModel or AvisForAudioVisualInstanceSegmentation),
+        or a Hub id, on `device` (CUDA when available if None). On CUDA the deformable attention runs the Hub's
+        kernel, or the PyTorch path when it cannot be fetched. The processor is the one saved with the model, else
+        `AvisProcessor.from_model_config`. Other keyword arguments go to `AvisVideoSegmenter`.
+        """
+        device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+        name = str(model_name_or_path)
+        config = _load_config(name)
+        model_class = (
+            AvisForAudioVisualInstanceSegmentation
+            if "AvisForAudioVisualInstanceSegmentation" in (config.architectures or [])
+            else AvisModel
+        )
+        try:
+            model = model_class.from_pretrained(name, use_kernels=device.type == "cuda", device_map=device)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise AvisCheckpointError(
+                f"{name}: the model's weights could not be loaded ({_first_line(error)})"
+            ) from None
+        if isinstance(model, AvisForAudioVisualInstanceSegmentation):
+            model = model.model
+        return cls(model, _load_processor(name, config), autocast_dtype=autocast_dtype, **kwargs)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        video: str | Path,
+        fps: float | str | None = None,
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+        audio_features: str | Path | np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> AvisVideoResult:
+        """The sounding instances of one video (a media file or an AVISeg frame folder) as tracks.
+
+        fps: frames sampled per second (default: the processor's, 1 as AVISM was trained); "native" takes every frame.
+        score_threshold, max_instances: instances scoring at or below the threshold (default: the model config's)
+            are dropped, and at most `max_instances` of the others are kept, highest scores first.
+        audio_features: precomputed VGGish features (T x 128) instead of the video's sound.
+        progress: called as progress(fraction, description) through the passes.
+        Raises AvisInputError for media it cannot use.
+        """
+        report = progress or (lambda fraction, description: None)
+        chunks = self.processor.iter_chunks(video, self.frame_chunk_size, audio_features=audio_features, fps=fps)
+        expected = chunks.expected_frames or 1
+        device = next(self.model.parameters()).device
+        inputs = (
+            {name: value.to(device) for name, value in chunk.items() if isinstance(value, torch.Tensor)}
+            for chunk in chunks
+        )
+        report(0.0, "Encoding frames")
+        with self.segment(
+            inputs,
+            chunks.image_size,
+            chunks.original_size,
+            score_threshold,
+            max_instances,
+            lambda done: report(0.9 * min(done / expected, 1.0), "Encoding frames"),
+        ) as segmentation:
+            report(0.9, "Drawing masks")
+            height, width = chunks.original_size
+            result = build_video_result(
+                segmentation.instances.scores,
+                segmentation.instances.labels,
+                segmentation.masks,
+                timestamps=chunks.timestamps,
+                height=height,
+                width=width,
+                id2label=self.model.config.id2label,
+                has_audio=chunks.has_audio,
+                fps=chunks.fps,
+                notes=chunks.notes,
+            )
+        report(1.0, "Done")
+        return result
+
+    @contextlib.contextmanager
+    def segment(
+        self,
+        chunks: Iterable[Mapping[str, torch.Tensor]],
+        image_size: tuple[int, int],
+        target_size: tuple[int, int],
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[AvisVideoSegmentation]:
+        """`segment_video` with this segmenter's threads, precision and mask-feature store, on model inputs already
+        made (on the model's device): `with segmenter.segment(...) as segmentation:` read its masks inside the block.
+        """
+        on_cpu = next(self.model.parameters()).device.type == "cpu"
+        if self.autocast_dtype is None:
+            autocast = contextlib.nullcontext()
+        else:
+            autocast = torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast_dtype)
+        with (
+            torch.inference_mode(),
+            AvisMaskFeatureStore(self.memory_budget, self.spill_directory) as store,
+            _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
+        ):
+            with autocast, _torch_threads(1) if on_cpu else contextlib.nullcontext():
+                encoding = encode_video(
+                    self.model,
+                    chunks,
+                    store,
+                    progress,
+                    self.frame_chunk_size,
+                    workers=self.cpu_threads if on_cpu else 1,
+                )
+            with autocast:
+                instances = detect_instances(self.model, encoding, image_size, score_threshold, max_instances)
+            masks = instance_mask_chunks(
+                instances, store, encoding.padded_size, image_size, target_size, self.model.config.mask_chunk_size
+            )
+            yield AvisVideoSegmentation(instances=instances, masks=masks, num_frames=encoding.num_frames)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's CPU thread count set to `count`, and restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _load_config(name: str) -> AvisConfig:
+    """The AVISM config of a model folder or Hub id; AvisCheckpointError, in one line, when there is none."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise AvisCheckpointError(f"{name}: no config.json there; give a folder written by save_pretrained")
+    elif not HUB_ID.match(name):
+        raise AvisCheckpointError(f"{name}: there is no such model folder, and it is not a Hub id (owner/name)")
+    try:
+        config_dict, _ = AvisConfig.get_config_dict(name)
+    except (OSError, ValueError) as error:
+        raise AvisCheckpointError(f"{name}: the model could not be found ({_first_line(error)})") from None
+    if config_dict.get("model_type") != AvisConfig.model_type:
+        raise AvisCheckpointError(f"{name}: a {config_dict.get('model_type')!r} model, not an AVISM one")
+    return AvisConfig.from_pretrained(name)
+
+
+def _load_processor(name: str, config: AvisConfig) -> AvisProcessor:
+    """The processor saved with the model; a folder without one (or a Hub id without one) gets the model's own."""
+    folder = Path(name)
+    if folder.is_dir() and not (folder / "processor_config.json").is_file():
+        return AvisProcessor.from_model_config(config)
+    try:
+        return AvisProcessor.from_pretrained(name)
+    except (OSError, ValueError):
+        return AvisProcessor.from_model_config(config)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "CPU_FRAME_CHUNK",
+    "AvisMaskFeatureStore",
+    "AvisVideoEncoding",
+    "AvisVideoSegmentation",
+    "AvisVideoSegmenter",
+    "detect_instances",
+    "encode_video",
+    "model_frame_chunks",
+    "segment_video",
+]

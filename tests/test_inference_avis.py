@@ -1,0 +1,179 @@
+"""Streaming inference: the two-pass path equals the one-shot path, the mask-feature store, the video segmenter."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conversion.verification import normalize_and_pad
+from modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisProcessor
+from modeling_avis.errors import AvisCheckpointError
+from modeling_avis.inference_avis import (
+    AvisMaskFeatureStore,
+    AvisVideoSegmenter,
+    model_frame_chunks,
+    segment_video,
+)
+from modeling_avis.post_processing_avis import post_process_video_instance_segmentation
+
+from .conftest import MEDIA, ORIGINAL, TINY_VGGISH, converted_model, original_io_cases, tiny_config
+
+CASES = original_io_cases()
+CLIPS = sorted(MEDIA.glob("*.mp4"))
+
+
+def one_shot(model, pixel_values, audio, image_size, target_size):
+    """The straightforward path: the model on the whole video, then the post-processing on all mask features."""
+    config = model.config
+    output = model(pixel_values[None], audio[None])
+    return post_process_video_instance_segmentation(
+        output.class_logits[0], output.mask_embeddings[0], output.mask_features[0],
+        tuple(pixel_values.shape[-2:]), image_size, target_size,
+        config.num_detections, config.score_threshold, config.mask_chunk_size,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Both paths on one torch thread: the frames encoded side by side by workers then run as they do in the one-shot
+    path (a different thread count may change float sums in their last bits)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# Memory budgets in frames of mask features, and encoding workers: all spilled, spilled from the middle of a chunk,
+# nothing spilled, nothing spilled with two chunks encoded at once.
+SETTINGS = {"all-spilled": (0, 1), "spilled-from-frame-4": (4.5, 1), "in-memory": (None, 1), "two-workers": (None, 2)}
+
+
+@pytest.mark.parametrize(("budget", "workers"), SETTINGS.values(), ids=SETTINGS.keys())
+@pytest.mark.parametrize(("name", "io_file"), CASES, ids=[f"{name}-{io}" for name, io in CASES])
+def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_file, budget, workers, one_torch_thread):
+    model = converted_model(name).model
+    reference = load_file(str(ORIGINAL / name / io_file))
+    images, audio = reference["input.images"], reference["input.audio"]
+    target_size = tuple(int(v) for v in reference["input.out_hw"])
+    image_size = tuple(images.shape[-2:])
+    config = model.config
+    pixel_values = normalize_and_pad(images, config.pixel_mean, config.pixel_std, config.size_divisibility)
+    with torch.inference_mode():
+        expected, expected_masks = one_shot(model, pixel_values, audio, image_size, target_size)
+        # chunks of 3 frames: none lines up with the model's chunks of 18 frames or the masks' chunks of 5
+        chunks = [
+            {"pixel_values": pixel_values[start : start + 3], "audio_features": audio[start : start + 3]}
+            for start in range(0, len(images), 3)
+        ]
+        frame_bytes = config.mask_feature_size * (pixel_values.shape[-2] // 4) * (pixel_values.shape[-1] // 4) * 4
+        memory_budget = 1 << 40 if budget is None else int(budget * frame_bytes)
+        with AvisMaskFeatureStore(memory_budget) as store:
+            streamed = segment_video(model, chunks, image_size, target_size, store, workers=workers)
+            masks = torch.cat(list(streamed.masks), dim=1)
+            assert store.spilled_frames == (0 if budget is None else len(images) - int(budget))
+
+    assert len(expected.scores) > 0 and streamed.num_frames == len(images)
+    assert torch.equal(streamed.instances.topk_indices, expected.topk_indices)
+    assert torch.equal(streamed.instances.labels, expected.labels)
+    assert (streamed.instances.scores - expected.scores).abs().max() <= 1e-6
+    assert masks.shape == expected_masks.shape and torch.equal(masks, expected_masks)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("budget_frames", [0, 3, 10])
+def test_store_holds_at_most_its_budget_in_memory_and_reads_back_every_frame(tmp_path, budget_frames, dtype):
+    frames = torch.randn(10, 4, 6, 8).to(dtype)
+    frame_bytes = frames[0].numel() * frames.element_size()
+    with AvisMaskFeatureStore(budget_frames * frame_bytes + frame_bytes // 2, directory=tmp_path) as store:
+        for start, size in [(0, 4), (4, 1), (5, 5)]:
+            store.append(frames[start : start + size])
+            assert store.bytes_in_memory <= budget_frames * frame_bytes + frame_bytes // 2
+        assert len(store) == 10 and store.spilled_frames == 10 - budget_frames
+        assert store.bytes_in_memory == budget_frames * frame_bytes
+        for start, stop in [(0, 10), (2, 7), (3, 4), (9, 10), (8, 30)]:
+            assert torch.equal(store[start:stop], frames[start:stop])
+    assert len(store) == 0 and store.bytes_in_memory == 0
+
+
+def test_store_refuses_frames_of_another_shape():
+    with AvisMaskFeatureStore(0) as store:
+        store.append(torch.zeros(2, 4, 6, 8))
+        with pytest.raises(ValueError, match="mask features of shape"):
+            store.append(torch.zeros(1, 4, 6, 9))
+
+
+def test_model_frame_chunks_regroups_chunks_of_any_size_into_the_models_chunks():
+    pixels, audio = torch.arange(11.0), torch.arange(11.0) * 10
+    sizes = [1, 4, 2, 4]
+    starts = np.cumsum([0, *sizes])[:-1]
+    chunks = [{"pixel_values": pixels[a : a + n], "audio_features": audio[a : a + n]} for a, n in zip(starts, sizes)]
+    regrouped = list(model_frame_chunks(chunks, 3))
+    assert [chunk["pixel_values"].tolist() for chunk in regrouped] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
+    assert all(torch.equal(chunk["audio_features"], chunk["pixel_values"] * 10) for chunk in regrouped)
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=[clip.stem for clip in CLIPS])
+def test_segmenter_finds_tracks_in_a_real_clip_with_one_mask_per_sampled_frame(tiny_model_folder, clip):
+    segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0, cpu_threads=2)
+    reports, threads = [], torch.get_num_threads()
+    result = segmenter(clip, max_instances=3, progress=lambda fraction, stage: reports.append((fraction, stage)))
+    assert torch.get_num_threads() == threads  # set for the call only
+    height, width = AvisProcessor()(clip, max_frames=1)["original_size"][0]
+    assert (result.height, result.width) == (height, width) and result.has_audio
+    np.testing.assert_array_equal(result.timestamps, [0.0, 1.0, 2.0, 3.0, 4.0])
+    assert len(result.tracks) == 3 and [track.track_id for track in result.tracks] == [1, 2, 3]
+    assert all(rle["size"] == [height, width] for track in result.tracks for rle in track.segmentations)
+    assert all(len(track.segmentations) == 5 for track in result.tracks)
+    assert [track.score for track in result.tracks] == sorted((track.score for track in result.tracks), reverse=True)
+    assert reports[0] == (0.0, "Encoding frames") and reports[-1] == (1.0, "Done")
+    assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
+
+
+def test_segmenter_equals_the_one_shot_path_on_the_processors_inputs(tiny_model_folder, one_torch_thread):
+    clip = CLIPS[0]
+    segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", cpu_threads=1)
+    result = segmenter(clip, fps=2.0)
+    inputs = segmenter.processor(clip, fps=2.0)
+    model = segmenter.model
+    model.config.frame_chunk_size = segmenter.frame_chunk_size  # the one-shot path in the segmenter's chunks
+    with torch.inference_mode():
+        output = model(inputs["pixel_values"], audio_log_mel=inputs["audio_log_mel"])
+        instances, masks = post_process_video_instance_segmentation(
+            output.class_logits[0], output.mask_embeddings[0], output.mask_features[0],
+            tuple(inputs["pixel_values"].shape[-2:]), tuple(inputs["image_size"][0]), tuple(inputs["original_size"][0]),
+            score_threshold=0.0,
+        )  # fmt: skip
+    expected = segmenter.processor.post_process_tracks(
+        instances.scores, instances.labels, masks, inputs, model.config.id2label
+    )
+    assert len(result.tracks) == len(expected.tracks) > 0
+    assert [t.segmentations for t in result.tracks] == [t.segmentations for t in expected.tracks]
+    assert [t.label for t in result.tracks] == [t.label for t in expected.tracks]
+    np.testing.assert_allclose([t.score for t in result.tracks], [t.score for t in expected.tracks], rtol=0, atol=1e-6)
+
+
+def test_segmenter_loads_a_training_model_folder_with_its_saved_processor(tmp_path):
+    torch.manual_seed(0)
+    model = AvisForAudioVisualInstanceSegmentation(tiny_config(audio_config=TINY_VGGISH))
+    model.save_pretrained(tmp_path)
+    AvisProcessor.from_model_config(model.config, fps=2.0).save_pretrained(tmp_path)
+    segmenter = AvisVideoSegmenter.from_pretrained(tmp_path, device="cpu")
+    assert type(segmenter.model) is AvisModel and not segmenter.model.training
+    assert segmenter.processor.fps == 2.0
+    assert torch.equal(
+        segmenter.model.clip_module.class_predictor.weight, model.model.clip_module.class_predictor.weight
+    )
+
+
+def test_a_folder_without_an_avism_model_is_a_one_line_checkpoint_error(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "resnet"}')
+    cases = {
+        tmp_path: "no config.json there",
+        tmp_path / "missing": "there is no such model folder, and it is not a Hub id",
+        tmp_path / "other": "a 'resnet' model, not an AVISM one",
+    }
+    for location, message in cases.items():
+        with pytest.raises(AvisCheckpointError, match=message) as raised:
+            AvisVideoSegmenter.from_pretrained(location, device="cpu")
+        assert "\n" not in str(raised.value)
