@@ -1,25 +1,19 @@
-"""The one seam between the app and the model: `inference_service(source).predict(...) -> AvisVideoResult`.
+"""The one seam between the app and the model: `inference_service(source)(video, ...) -> AvisVideoResult`.
 
-Everything else in the app (rendering, tables, the results JSON, the page) only sees AvisVideoResult, so wiring in
-the real model is `load_service` below.
+Everything else in the app (rendering, tables, the results JSON, the page) only sees AvisVideoResult.
 """
 
 import functools
-import re
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from modeling_avis.errors import AvisCheckpointError
-from modeling_avis.tracks import AvisVideoResult
-from modeling_avis.video_io import ProgressFn
-
-from .stand_in import ColourMotionStandIn
+from modeling_avis.inference_avis import DEFAULT_MODEL, HUB_ID, AvisVideoSegmenter
 
 # The model setting of the page: its label -> ModelSource.kind.
 MODEL_CHOICES = {"Embedded default": "embedded", "Local folder": "folder", "Hub id": "hub"}
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # Loaded models kept in memory at once (each R50 model is ~200 MB, Swin-L ~1 GB).
 MAX_LOADED_MODELS = 2
 
@@ -57,39 +51,32 @@ class ModelSource:
         return cls(kind, str(folder.resolve()))
 
 
-class InferenceService(Protocol):
-    """A loaded model that turns one video into tracks of sounding objects."""
+def load_service(source: ModelSource) -> AvisVideoSegmenter:
+    """The model `source` names, with its processor, on CUDA when there is one (else the CPU).
 
-    def predict(
-        self, video_path: str, fps: float, score_threshold: float, max_instances: int, progress: ProgressFn
-    ) -> AvisVideoResult:
-        """Find, segment and track the sounding objects of one video.
-
-        video_path: an mp4 / webm / mov / mkv file the app has already probed and trimmed to its length limit.
-        fps: frames per second to sample for the model.
-        score_threshold: instances scoring at or below it are dropped.
-        max_instances: at most this many instances are returned, highest scores first (track ids 1, 2, ...).
-        progress: called as progress(fraction, description) through decoding, audio and the model.
-        Returns masks at the video's own (upright) size, one per sampled frame, with each sampled frame's timestamp
-        in seconds from the video's start (the clock of `modeling_avis.video_io`, which the renderer holds masks by). Raises AvisInputError for media
-        it cannot use and AvisCheckpointError for a model it cannot load.
-        """
+    Its call, `service(video, fps=..., score_threshold=..., max_instances=..., progress=...)`, gives masks at the
+    video's own (upright) size, one per sampled frame, with each sampled frame's timestamp on the clock of
+    `modeling_avis.video_io`, by which the renderer holds masks between sampled frames. Raises AvisCheckpointError for
+    a model it cannot load.
+    """
+    return AvisVideoSegmenter.from_pretrained(source.location or DEFAULT_MODEL)
 
 
-def load_service(source: ModelSource) -> InferenceService:
-    """Load the model `source` names. The stand-in below is the line to replace with the real model."""
-    return ColourMotionStandIn(source)
+def default_score_threshold() -> float:
+    """The embedded default's score threshold (the page's starting value); 0.3, AVISM's, without the model."""
+    config = DEFAULT_MODEL / "config.json"
+    return json.loads(config.read_text())["score_threshold"] if config.is_file() else 0.3
 
 
 _loading = threading.Lock()
 
 
 @functools.lru_cache(maxsize=MAX_LOADED_MODELS)
-def _cached_service(source: ModelSource) -> InferenceService:
+def _cached_service(source: ModelSource) -> AvisVideoSegmenter:
     return load_service(source)
 
 
-def inference_service(source: ModelSource) -> InferenceService:
+def inference_service(source: ModelSource) -> AvisVideoSegmenter:
     """The service for `source`, loaded once per process; concurrent requests wait for one load."""
     with _loading:
         return _cached_service(source)

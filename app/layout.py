@@ -8,17 +8,23 @@ import gradio as gr
 
 from modeling_avis.errors import AvisError
 
-from .inference import MODEL_CHOICES, ModelSource
+from .inference import MODEL_CHOICES, ModelSource, default_score_threshold
 from .pipeline import AppSettings, analyse_video
 from .summary import TABLE_HEADERS
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES = sorted((Path(__file__).parent / "examples").glob("*.mp4"))
+EXAMPLE_FOLDER = Path(__file__).parent / "examples"
+# Videos of the embedded default's synthetic world, and real AVISeg-like clips for a converted AVISM.
+SHAPE_EXAMPLES = [EXAMPLE_FOLDER / f"shapes_{name}.mp4" for name in ("duet", "solo", "silent")]
+REAL_EXAMPLES = [EXAMPLE_FOLDER / "clarinet_guitar_540x360.mp4", EXAMPLE_FOLDER / "dogs_640x360.mp4"]
 
 INTRO = """# AVIS: which objects are making the sound?
 Upload a video with its sound (mp4, webm, mov or mkv) or pick an example. AVISM finds, segments and tracks every
-object that is making sound, among 26 classes (instruments, people, animals, vehicles)."""
+object that is making sound. The embedded default is a small AVISM trained on synthetic *sounding shapes* (a circle
+hums at 440 Hz, a square plays a chord, a triangle hisses, a diamond buzzes; silent shapes are not sounding objects):
+try it on the shapes examples. For real videos (26 classes: instruments, people, animals, vehicles), give the folder
+or Hub id of a converted AVISM checkpoint."""
 
 
 def build_demo(settings: AppSettings) -> gr.Blocks:
@@ -64,10 +70,16 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
             with gr.Column():
                 video = gr.Video(label="Video with sound", sources=["upload"], elem_id="input-video")
                 gr.Examples(
-                    examples=[[str(path)] for path in EXAMPLES],
+                    examples=[[str(path)] for path in SHAPE_EXAMPLES],
                     inputs=[video],
-                    label="Examples (ACVIS clips, MIT)",
-                    example_labels=[path.stem.rsplit("_", 1)[0].replace("_", " ") for path in EXAMPLES],
+                    label="Sounding shapes (for the embedded default)",
+                    example_labels=[path.stem.replace("_", ": ") for path in SHAPE_EXAMPLES],
+                )
+                gr.Examples(
+                    examples=[[str(path)] for path in REAL_EXAMPLES],
+                    inputs=[video],
+                    label="Real clips (for a converted AVISM; ACVIS clips, MIT)",
+                    example_labels=[path.stem.rsplit("_", 1)[0].replace("_", " ") for path in REAL_EXAMPLES],
                 )
                 with gr.Accordion("Settings", open=True):
                     model_choice = gr.Radio(list(MODEL_CHOICES), value="Embedded default", label="Model")
@@ -83,7 +95,14 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
                         label="Frames per second",
                         info="AVISM was trained on 1 frame per second",
                     )
-                    score_threshold = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Score threshold")
+                    score_threshold = gr.Slider(
+                        0.05,
+                        0.95,
+                        value=default_score_threshold(),
+                        step=0.05,
+                        label="Score threshold",
+                        info="the embedded default's own threshold to start with",
+                    )
                     max_instances = gr.Slider(1, 20, value=10, step=1, label="Maximum instances")
                 gr.Markdown(f"Videos longer than {settings.max_video_seconds:g} s are trimmed to their start.")
                 button = gr.Button("Find the sounding objects", variant="primary", elem_id="run-button")

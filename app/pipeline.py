@@ -76,7 +76,13 @@ def analyse_video(
         video = trim_video(video, folder / f"{stem}_trimmed.mp4", settings.max_video_seconds, _stage(progress, 0, 0.1))
     progress(0.1, "Loading the model")
     service = inference_service(source)
-    result = service.predict(video.path, fps, score_threshold, max_instances, _stage(progress, 0.1, 0.75))
+    result = service(
+        video.path,
+        fps=fps,
+        score_threshold=score_threshold,
+        max_instances=max_instances,
+        progress=_stage(progress, 0.1, 0.75),
+    )
     overlay_path, results_path = folder / f"{stem}_avis.mp4", folder / f"{stem}_avis_results.json"
     render_overlay(video, result, overlay_path, _stage(progress, 0.75, 0.98))
     write_results_json({1: result}, results_path)

@@ -1,5 +1,6 @@
-"""`python -m modeling_avis predict VIDEO_OR_FOLDER --model DIR|HUB_ID`: the sounding objects of videos, from the shell.
+"""`python -m modeling_avis predict VIDEO_OR_FOLDER [--model DIR|HUB_ID]`: the sounding objects of videos, from the shell.
 
+    python -m modeling_avis predict app/examples/shapes_duet.mp4 --summary      # the shipped sounding-shapes model
     python -m modeling_avis predict concert.mp4 --model ./avism-r50 --out overlay.mp4 --json results.json --summary
     python -m modeling_avis predict clips/ --model ./avism-r50 --out overlays/ --json results.json
 
@@ -21,14 +22,12 @@ from tqdm import tqdm
 from transformers.utils import logging as transformers_logging
 
 from .errors import AvisError, AvisInputError
-from .inference_avis import AvisVideoSegmenter
+from .inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
 from .results import track_summary, write_results_json
 from .tracks import AvisVideoResult
 from .video_io import probe_video
 from .visualization import render_overlay
 
-# Where the repository's default model will be shipped; until it is, --model is required.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "avis-sounding-shapes"
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BAD_INPUT = 2
@@ -48,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("video", type=Path, help="a video file, an AVISeg frame folder, or a folder of either")
     predict.add_argument(
         "--model",
-        help=f"a folder written by save_pretrained, or a Hub id (default: {DEFAULT_MODEL.name}, once it is shipped)",
+        help=f"a folder written by save_pretrained, or a Hub id (default: the shipped {DEFAULT_MODEL.name}, trained on synthetic shapes)",
     )
     predict.add_argument("--fps", type=_positive_float, default=1.0, help="frames sampled per second (default: 1)")
     predict.add_argument("--threshold", type=float, help="drop instances scoring at or below it (default: model's)")
@@ -96,7 +95,7 @@ def predict(args: argparse.Namespace) -> int:
             return _fail(f"{output}: the folder to write it in does not exist")
     transformers_logging.disable_progress_bar()
     segmenter = AvisVideoSegmenter.from_pretrained(
-        _model_location(args.model), args.device, DTYPES[args.dtype], cpu_threads=args.threads
+        args.model or DEFAULT_MODEL, args.device, DTYPES[args.dtype], cpu_threads=args.threads
     )
     if folder_mode and args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -187,17 +186,6 @@ def _list_videos(path: Path) -> list[Path]:
 
 def _is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(entry.suffix.lower() in (".jpg", ".jpeg") for entry in path.iterdir())
-
-
-def _model_location(model: str | None) -> str:
-    if model is not None:
-        return model
-    if DEFAULT_MODEL.is_dir():
-        return str(DEFAULT_MODEL)
-    raise AvisInputError(
-        f"no --model given, and the default model ({DEFAULT_MODEL.parent.name}/{DEFAULT_MODEL.name}) is not shipped "
-        "yet: pass --model with a model folder or a Hub id"
-    )
 
 
 def _positive_float(text: str) -> float:

@@ -49,6 +49,10 @@ class AvisVggishConfig(PreTrainedConfig):
     fc_sizes (`list[int]`): widths of the fully connected layers; the last is the embedding size.
     num_frames (`int`): log-mel frames per example (96 x 10 ms).
     num_mel_bins (`int`): mel bands per frame.
+    initializer_range (`float`, *optional*): standard deviation of the truncated-normal initial weights (VGGish's
+        0.01, for weights that are then loaded). None: He initialisation, for an encoder trained from scratch: at
+        0.01 its activations shrink layer after layer, and the first large updates leave every ReLU of the embedding
+        dead, so that the model never hears anything.
     """
 
     model_type = "avis_vggish"
@@ -58,6 +62,7 @@ class AvisVggishConfig(PreTrainedConfig):
     fc_sizes: list[int] | tuple[int, ...] = (4096, 4096, 128)
     num_frames: int = 96
     num_mel_bins: int = 64
+    initializer_range: float | None = 0.01
 
 
 @strict

@@ -38,6 +38,9 @@ from .results import build_video_result
 from .tracks import AvisVideoResult
 from .video_io import ProgressFn
 
+# The model the app and the CLI run when given none: a small AVISM trained on the sounding-shapes dataset, shipped in
+# the repository (models/README.md says how it was made).
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "avis-sounding-shapes"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
 # chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
@@ -410,6 +413,7 @@ class AvisVideoSegmenter:
         Raises AvisInputError for media it cannot use.
         """
         report = progress or (lambda fraction, description: None)
+        report(0.0, "Reading the audio")
         chunks = self.processor.iter_chunks(video, self.frame_chunk_size, audio_features=audio_features, fps=fps)
         expected = chunks.expected_frames or 1
         device = next(self.model.parameters()).device
@@ -417,14 +421,14 @@ class AvisVideoSegmenter:
             {name: value.to(device) for name, value in chunk.items() if isinstance(value, torch.Tensor)}
             for chunk in chunks
         )
-        report(0.0, "Encoding frames")
+        report(0.0, "Decoding and encoding frames")
         with self.segment(
             inputs,
             chunks.image_size,
             chunks.original_size,
             score_threshold,
             max_instances,
-            lambda done: report(0.9 * min(done / expected, 1.0), "Encoding frames"),
+            lambda done: report(0.9 * min(done / expected, 1.0), "Decoding and encoding frames"),
         ) as segmentation:
             report(0.9, "Drawing masks")
             height, width = chunks.original_size
@@ -528,6 +532,7 @@ def _first_line(error: Exception) -> str:
 
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DEFAULT_MEMORY_BUDGET",
     "CPU_FRAME_CHUNK",
     "AvisMaskFeatureStore",

@@ -21,7 +21,11 @@ class AvisVggishPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         # vggish_slim.py: truncated normal (stddev 0.01) weights, zero biases.
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            init.trunc_normal_(module.weight, std=0.01, a=-0.02, b=0.02)
+            std = self.config.initializer_range
+            if std is None:
+                init.kaiming_normal_(module.weight, nonlinearity="relu")
+            else:
+                init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
             init.zeros_(module.bias)
 
 

@@ -5,11 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from app.layout import build_demo
 from app.pipeline import AppSettings
-from app.stand_in import ColourMotionStandIn
 
 
 def free_port() -> int:
@@ -20,17 +17,11 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(work_folder: Path) -> Iterator[str]:
-    """The URL of a running app (never shared), closed when the block ends.
-
-    Its analyses run on the stand-in, whatever model app.inference.load_service loads, so that these tests stay
-    about the page and not about the model.
-    """
+    """The URL of a running app (never shared) on the embedded default model, closed when the block ends."""
     demo = build_demo(AppSettings(work_folder=work_folder))
     port = free_port()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("app.pipeline.inference_service", ColourMotionStandIn)
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False)
-        try:
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            demo.close()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

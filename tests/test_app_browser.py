@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "clarinet_guitar_540x360.mp4"
+EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "shapes_duet.mp4"
 SCREENSHOT = Path(__file__).parents[1] / "outputs" / "app_browser.png"
 OVERLAY_READY = "() => { const v = document.querySelector('#overlay-video video'); return v && v.readyState === 4; }"
 # Plays the overlay muted for a second and reports what the browser decoded.
@@ -57,18 +57,18 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     open_and_upload(page, EXAMPLE)
     page.wait_for_function(OVERLAY_READY, timeout=120_000)
     played = page.evaluate(PLAY_OVERLAY)
-    assert abs(played["duration"] - 5.0) <= 0.05
-    assert (played["width"], played["height"]) == (540, 360)
+    assert abs(played["duration"] - 16.0) <= 1.0
+    assert (played["width"], played["height"]) == (384, 288)
     assert played["audioBytes"] > 0 and played["played"] > 0.5
     assert "sounding instance" in page.inner_text("#status")
     table_rows = int(page.locator("#instances [role=grid]").get_attribute("aria-rowcount")) - 1  # minus the header
     assert table_rows >= 1
     links = page.locator("#downloads a[download]")
     names = [links.nth(k).get_attribute("download") for k in range(links.count())]
-    assert names == ["clarinet_guitar_540x360_avis.mp4", "clarinet_guitar_540x360_avis_results.json"]
+    assert names == ["shapes_duet_avis.mp4", "shapes_duet_avis_results.json"]
     results = page.request.get(links.nth(1).get_attribute("href")).json()
     assert len(results) == table_rows
-    assert all(len(entry["segmentations"]) == 5 for entry in results)
+    assert all(len(entry["segmentations"]) == 16 for entry in results)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 

@@ -1,4 +1,4 @@
-"""One analysis without the page: the model seam, the stand-in, the results JSON, the table, the timeline."""
+"""One analysis without the page: the model seam, the results JSON, the table, the timeline (a tiny random AVISM)."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,6 @@ import pytest
 
 from app.inference import ModelSource, inference_service
 from app.pipeline import AppSettings, analyse_video
-from app.stand_in import ColourMotionStandIn
 from app.summary import instance_table, sounding_intervals, timeline_figure
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.results import results_json_entries
@@ -16,7 +15,9 @@ from modeling_avis.tracks import AvisTrack, AvisVideoResult, decode_mask, encode
 
 from .app_media import stream_summary, write_video
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "app" / "examples").glob("*.mp4"))
+REAL_EXAMPLES = sorted((Path(__file__).parents[1] / "app" / "examples").glob("*_640x360.mp4")) + sorted(
+    (Path(__file__).parents[1] / "app" / "examples").glob("*_540x360.mp4")
+)
 
 
 def no_progress(fraction, description):
@@ -83,47 +84,52 @@ def test_inference_service_is_loaded_once_per_model_setting(monkeypatch):
 
 
 @pytest.fixture
-def stand_in(monkeypatch):
-    """Analyses run on the stand-in, whatever model app.inference.load_service loads."""
-    monkeypatch.setattr("app.pipeline.inference_service", ColourMotionStandIn)
+def tiny(tiny_model_folder):
+    """The setting of a tiny random AVISM that keeps every instance, loaded as a user's local folder."""
+    return ModelSource.from_setting("Local folder", str(tiny_model_folder))
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-def test_stand_in_returns_tracks_of_the_result_type_at_the_video_size(example):
-    service = ColourMotionStandIn(ModelSource("embedded"))
-    result = service.predict(str(example), 2.0, 0.3, 3, no_progress)
+@pytest.mark.parametrize("example", REAL_EXAMPLES, ids=[path.stem for path in REAL_EXAMPLES])
+def test_service_returns_tracks_at_the_video_size_highest_scores_first(example, tiny):
+    service = inference_service(tiny)
+    result = service(str(example), fps=2.0, score_threshold=0.0, max_instances=3, progress=no_progress)
     np.testing.assert_allclose(result.timestamps, np.arange(10) / 2)
-    assert 1 <= len(result.tracks) <= 3 and [t.track_id for t in result.tracks] == list(
-        range(1, len(result.tracks) + 1)
-    )
-    assert all(t.score > 0.3 for t in result.tracks) and sorted(t.score for t in result.tracks)[::-1] == [
-        t.score for t in result.tracks
-    ]
+    assert [t.track_id for t in result.tracks] == [1, 2, 3]
+    assert sorted((t.score for t in result.tracks), reverse=True) == [t.score for t in result.tracks]
     assert all(rle["size"] == [360, result.width] for t in result.tracks for rle in t.segmentations)
     assert all(len(t.segmentations) == 10 for t in result.tracks)
-    again = service.predict(str(example), 2.0, 0.3, 3, no_progress)
+    again = service(str(example), fps=2.0, score_threshold=0.0, max_instances=3, progress=no_progress)
     assert [t.segmentations for t in again.tracks] == [t.segmentations for t in result.tracks]
 
 
-def test_long_video_is_trimmed_with_a_message(tmp_path, stand_in):
+def test_embedded_default_is_the_shipped_model_folder():
+    from modeling_avis.inference_avis import DEFAULT_MODEL
+
+    service = inference_service(ModelSource.from_setting("Embedded default", ""))
+    assert service.model.name_or_path == str(DEFAULT_MODEL)
+    assert service.processor.image_processor.shortest_edge == 96
+
+
+def test_long_video_is_trimmed_with_a_message(tmp_path, tiny):
     source = write_video(tmp_path / "long.mp4", num_frames=36, fps=12)
     settings = AppSettings(max_video_seconds=1.0, work_folder=tmp_path / "runs")
     stages = []
-    analysis = analyse_video(
-        str(source), ModelSource("embedded"), 2.0, 0.0, 5, settings, lambda f, d: stages.append(d)
-    )
+    analysis = analyse_video(str(source), tiny, 2.0, 0.0, 5, settings, lambda f, d: stages.append(d))
     assert "The video is 3.0 s long: only its first 1 s were analysed." in analysis.status
     summary = stream_summary(analysis.overlay_path)
     assert summary["video"]["frames"] == 12 and abs(summary["audio"]["duration"] - 1.0) <= 0.05
     assert [len(e["segmentations"]) for e in json.loads(analysis.results_path.read_text())] == [2] * len(
         analysis.table
     )
-    assert {"Trimming", "Decoding frames", "Reading the audio", "Rendering"} <= set(stages)
+    assert stages[0] == "Reading the video" and stages[-1] == "Rendering"
+    assert ["Trimming", "Loading the model", "Reading the audio", "Decoding and encoding frames", "Drawing masks"] == [
+        stage for stage in dict.fromkeys(stages) if stage not in ("Reading the video", "Rendering", "Done")
+    ]
 
 
-def test_video_without_audio_is_analysed_and_the_page_says_so(tmp_path, stand_in):
+def test_video_without_audio_is_analysed_and_the_page_says_so(tmp_path, tiny):
     source = write_video(tmp_path / "silent.mp4", audio=False)
     settings = AppSettings(work_folder=tmp_path / "runs")
-    analysis = analyse_video(str(source), ModelSource("embedded"), 1.0, 0.0, 5, settings, no_progress)
+    analysis = analyse_video(str(source), tiny, 1.0, 0.0, 5, settings, no_progress)
     assert "The video has no audio track, so the overlay video has none either." in analysis.status
     assert "audio" not in stream_summary(analysis.overlay_path)

@@ -82,7 +82,7 @@ def test_predict_on_a_folder_segments_every_video_and_reports_the_bad_one(tiny_m
 BAD_INPUTS = {
     "no-command": ([], "the following arguments are required: command"),
     "missing-video": (["predict", "nowhere.mp4", "--model", "{model}"], "nowhere.mp4: no such file or folder"),
-    "no-model": (["predict", str(CLIP)], "no --model given, and the default model (models/avis-sounding-shapes)"),
+    "not-an-avism-folder": (["predict", str(CLIP), "--model", "{tmp}/bert"], "a 'bert' model, not an AVISM one"),
     "model-folder-without-config": (["predict", str(CLIP), "--model", "{tmp}"], "no config.json there"),
     "negative-fps": (["predict", str(CLIP), "--fps", "-1"], "argument --fps: must be positive, not -1"),
     "fractional-max-instances": (["predict", str(CLIP), "--max-instances", "1.5"], "must be a positive whole number"),
@@ -108,6 +108,8 @@ def test_bad_input_is_one_line_on_stderr_and_exit_status_2(tiny_model_folder, tm
     (tmp_path / "empty").mkdir()
     (tmp_path / "frames").mkdir()
     (tmp_path / "frames" / "00000.jpg").write_bytes(b"")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
     argv, message = BAD_INPUTS[case]
     argv = [arg.format(model=tiny_model_folder, tmp=tmp_path) for arg in argv]
     assert main(argv) == 2

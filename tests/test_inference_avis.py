@@ -125,7 +125,10 @@ def test_segmenter_finds_tracks_in_a_real_clip_with_one_mask_per_sampled_frame(t
     assert all(rle["size"] == [height, width] for track in result.tracks for rle in track.segmentations)
     assert all(len(track.segmentations) == 5 for track in result.tracks)
     assert [track.score for track in result.tracks] == sorted((track.score for track in result.tracks), reverse=True)
-    assert reports[0] == (0.0, "Encoding frames") and reports[-1] == (1.0, "Done")
+    assert reports[0] == (0.0, "Reading the audio") and reports[-1] == (1.0, "Done")
+    assert [stage for stage in dict.fromkeys(stage for _, stage in reports)] == [
+        "Reading the audio", "Decoding and encoding frames", "Drawing masks", "Done"
+    ]  # fmt: skip
     assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
 
 

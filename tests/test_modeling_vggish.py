@@ -98,3 +98,17 @@ def test_embeddings_are_non_negative_and_the_encoder_can_be_frozen():
     assert model(torch.randn(5, 4, 4)).min() >= 0  # ReLU on the embedding layer too, as in the TF original
     model.freeze()
     assert not any(parameter.requires_grad for parameter in model.parameters())
+
+
+def test_he_initialisation_keeps_a_from_scratch_encoder_listening():
+    """At VGGish's 0.01 the small encoder's embedding is ~1e-4 and input-blind; He's is O(1) and input-dependent."""
+    torch.manual_seed(0)
+    layout = dict(conv_channels=[16, 32, 64, 64], pool_after=[0, 1, 2, 3], fc_sizes=[128, 128])
+    log_mel = torch.randn(8, 96, 64) - 1.5  # about the scale of real log-mel examples
+    vggish = AvisVggishModel(AvisVggishConfig(**layout))
+    he = AvisVggishModel(AvisVggishConfig(**layout, initializer_range=None))
+    assert vggish.conv_layers[0].weight.abs().max() <= 0.02  # truncated at two standard deviations
+    assert vggish(log_mel).abs().max() < 1e-3
+    embeddings = he(log_mel)
+    assert embeddings.mean() > 0.1 and (embeddings > 0).float().mean() > 0.25
+    assert (embeddings - embeddings.mean(0)).abs().mean() > 0.01  # differs from one example to the next

@@ -1,12 +1,14 @@
 """training/evaluate_model.py: a model over every video of a split, the AVIS results JSON, and its metrics."""
 
 import json
+import math
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from modeling_avis.errors import AvisInputError
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.tracks import decode_mask
 from training import evaluate_model as evaluation
@@ -85,3 +87,12 @@ def test_test_size_is_the_original_one_for_each_backbone():
     swin = dict(model_type="swin", embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
                 out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
     assert evaluation.test_short_edge(AvisForAudioVisualInstanceSegmentation(tiny_config(backbone_config=swin))) == 448
+
+
+def test_muting_gives_the_audio_encoder_the_log_mel_of_silence(aviseg_root):
+    video = load_aviseg_split(aviseg_root, "val")[0]
+    clip = evaluation.read_test_video(video, short_edge=32, audio_input="audio_log_mel", mute_audio=True)
+    assert clip.audio.shape == (LENGTH, 96, 64)
+    torch.testing.assert_close(clip.audio, torch.full_like(clip.audio, math.log(0.01)))  # log of the log offset
+    with pytest.raises(AvisInputError, match="muting the audio needs a model with an audio encoder"):
+        evaluation.read_test_video(video, short_edge=32, audio_input="audio_features", mute_audio=True)

@@ -15,12 +15,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
 
-from modeling_avis.errors import AvisError
+from modeling_avis.errors import AvisError, AvisInputError
+from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.post_processing_avis import instance_mask_chunks, score_instances
 from modeling_avis.tracks import encode_mask
@@ -42,9 +44,15 @@ def test_short_edge(model: nn.Module) -> int:
 
 
 def read_test_video(
-    video: AvisegVideo, short_edge: int, audio_input: str = "audio_features", max_size: int = TEST_MAX_SIZE
+    video: AvisegVideo,
+    short_edge: int,
+    audio_input: str = "audio_features",
+    max_size: int = TEST_MAX_SIZE,
+    mute_audio: bool = False,
 ) -> AvisegClip:
-    """Every frame of a video resized as the original's test mapper (ResizeShortestEdge), with its audio."""
+    """Every frame of a video resized as the original's test mapper (ResizeShortestEdge), with its audio (or, with
+    `mute_audio`, the log-mel of silence: how much a model listens is how much its scores fall without the sound).
+    """
     height, width = shortest_edge_size(video.height, video.width, short_edge, max_size)
     resize = Resize(video.height, video.width, height, width)
     frame_indices = list(range(len(video.frame_paths)))
@@ -52,20 +60,34 @@ def read_test_video(
         video_id=video.video_id,
         frame_indices=torch.tensor(frame_indices),
         frames=torch.stack([resize.image(read_frame(path)) for path in video.frame_paths]),
-        audio=load_audio(video, frame_indices, audio_input),
+        audio=silent_log_mel(frame_indices, audio_input)
+        if mute_audio
+        else load_audio(video, frame_indices, audio_input),
         class_labels=torch.zeros(0, dtype=torch.long),
         mask_labels=torch.zeros(0, len(frame_indices), height, width, dtype=torch.bool),
     )
 
 
+def silent_log_mel(frame_indices: list[int], audio_input: str) -> torch.Tensor:
+    """(T, 96, 64): the VGGish log-mel examples of a silent track as long as the frames (log of the log offset)."""
+    if audio_input != "audio_log_mel":
+        raise AvisInputError("muting the audio needs a model with an audio encoder (its config's audio_config)")
+    extractor = AvisFeatureExtractor()
+    timestamps = [float(index) for index in frame_indices]
+    silence = np.zeros((max(frame_indices) + 1) * extractor.sampling_rate, np.float32)
+    return extractor(silence, timestamps, extractor.sampling_rate)["audio_log_mel"]
+
+
 @torch.no_grad()
-def predict_video(model: nn.Module, video: AvisegVideo, short_edge: int, accelerator: Accelerator) -> list[dict]:
+def predict_video(
+    model: nn.Module, video: AvisegVideo, short_edge: int, accelerator: Accelerator, mute_audio: bool = False
+) -> list[dict]:
     """The AVIS results of one video: one entry per kept instance, masks at the video's stored size.
 
     category_id is the label + 1: AVISeg's category ids 1..26 are the model's labels 0..25 (`config.id2label`).
     """
     config = model.config
-    clip = read_test_video(video, short_edge, audio_input_name(config))
+    clip = read_test_video(video, short_edge, audio_input_name(config), mute_audio=mute_audio)
     batch = collate_clips([clip], config.size_divisibility)
     inputs = {key: value.to(accelerator.device) for key, value in model_inputs(batch, config).items()}
     with accelerator.autocast():
@@ -98,14 +120,20 @@ def predict_video(model: nn.Module, video: AvisegVideo, short_edge: int, acceler
 
 
 def predict_split(
-    model: nn.Module, videos: list[AvisegVideo], accelerator: Accelerator, short_edge: int | None = None
+    model: nn.Module,
+    videos: list[AvisegVideo],
+    accelerator: Accelerator,
+    short_edge: int | None = None,
+    mute_audio: bool = False,
 ) -> list[dict]:
     """The AVIS results of every video, in the order of `videos`; each process predicts its share, all get all."""
     short_edge = short_edge or test_short_edge(model)
     was_training = model.training
     model.eval()
     with accelerator.split_between_processes(videos) as shard:
-        results = [entry for video in shard for entry in predict_video(model, video, short_edge, accelerator)]
+        results = [
+            entry for video in shard for entry in predict_video(model, video, short_edge, accelerator, mute_audio)
+        ]
     model.train(was_training)
     return gather_object(results)
 
@@ -116,14 +144,16 @@ def evaluate_model(
     split: str,
     accelerator: Accelerator,
     short_edge: int | None = None,
+    mute_audio: bool = False,
 ) -> tuple[dict[str, float] | None, list[dict]]:
     """(metrics, results) of a model on `<data_root>/<split>`; metrics on the main process only (None elsewhere).
 
     model: an AVISM (an `AvisModel` or `AvisForAudioVisualInstanceSegmentation`, unwrapped) on the accelerator's
-    device. short_edge: the test size, by default the original's for the model's backbone.
+    device. short_edge: the test size, by default the original's for the model's backbone. mute_audio: replace every
+    video's sound with silence.
     """
     videos = load_aviseg_split(data_root, split)
-    results = predict_split(model, videos, accelerator, short_edge)
+    results = predict_split(model, videos, accelerator, short_edge, mute_audio)
     metrics = None
     if accelerator.is_main_process:
         metrics = evaluate_predictions(Path(data_root) / f"{split}.json", results)
@@ -141,6 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--short-edge", type=int, help="test size (default: the original's, 360 for ResNet-50, 448 for Swin-L)"
     )
     parser.add_argument(
+        "--mute-audio", action="store_true", help="replace the sound with silence (models with an audio encoder)"
+    )
+    parser.add_argument(
         "--mixed-precision",
         choices=("no", "fp16", "bf16"),
         help="autocast the model (the original tested under fp16 autocast on GPU); default: accelerate's config",
@@ -153,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     try:
         model = AvisForAudioVisualInstanceSegmentation.from_pretrained(args.model).to(accelerator.device)
-        metrics, results = evaluate_model(model, args.data, args.split, accelerator, args.short_edge)
+        metrics, results = evaluate_model(model, args.data, args.split, accelerator, args.short_edge, args.mute_audio)
     except AvisError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -191,14 +191,56 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
+SPLITS = ("train", "val", "test")
+
+
+def render_video(seed: int, split: str, video_index: int) -> tuple[list[Shape], np.ndarray, np.ndarray, np.ndarray]:
+    """Video `video_index` of a split: its shapes, frames (T, H, W, 3), shape masks (S, T, H, W) and sound."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), video_index])
+    num_frames, shapes = sample_video(rng)
+    frames, masks = render_frames(num_frames, shapes, rng)
+    return shapes, frames, masks, render_audio(num_frames, shapes, rng)
+
+
+def sounding_annotations(shapes: list[Shape], masks: np.ndarray, video_id: int, first_id: int) -> list[dict]:
+    """The AVISeg annotations of a video's sounding shapes (ids from `first_id`), masks as uncompressed RLE."""
+    annotations = []
+    height, width = masks.shape[-2:]
+    for shape, shape_masks in zip(shapes, masks, strict=True):
+        if not shape.sounding:
+            continue
+        present = [bool(m.any()) for m in shape_masks]
+        annotations.append(
+            {
+                "id": first_id + len(annotations),
+                "video_id": video_id,
+                "category_id": shape.label + 1,
+                "iscrowd": 0,
+                "height": height,
+                "width": width,
+                "segmentations": [[uncompressed_rle(m)] if p else None for m, p in zip(shape_masks, present)],
+                "areas": [float(m.sum()) if p else None for m, p in zip(shape_masks, present)],
+                "bboxes": [
+                    [float(v) for v in mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8))))]
+                    if p
+                    else None
+                    for m, p in zip(shape_masks, present)
+                ],
+            }
+        )
+    return annotations
+
+
+def categories() -> list[dict]:
+    return [{"id": index + 1, "name": shape.name} for index, shape in enumerate(CLASSES)]
+
+
 def write_split(root: Path, split: str, num_videos: int, seed: int) -> dict:
     extractor = AvisFeatureExtractor()
     videos, annotations = [], []
     for video_index in range(num_videos):
-        rng = np.random.default_rng([seed, ["train", "val", "test"].index(split), video_index])
-        num_frames, shapes = sample_video(rng)
-        frames, masks = render_frames(num_frames, shapes, rng)
-        audio = render_audio(num_frames, shapes, rng)
+        shapes, frames, masks, audio = render_video(seed, split, video_index)
+        num_frames = len(frames)
         name = f"{split}_{video_index:04d}"
         frame_folder = root / split / "JPEGImages" / name
         frame_folder.mkdir(parents=True, exist_ok=True)
@@ -214,33 +256,57 @@ def write_split(root: Path, split: str, num_videos: int, seed: int) -> dict:
         videos.append(
             {"id": video_id, "file_names": file_names, "height": HEIGHT, "width": WIDTH, "length": num_frames}
         )
-        for shape, shape_masks in zip(shapes, masks, strict=True):
-            if not shape.sounding:
-                continue
-            present = [bool(m.any()) for m in shape_masks]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "video_id": video_id,
-                    "category_id": shape.label + 1,
-                    "iscrowd": 0,
-                    "height": HEIGHT,
-                    "width": WIDTH,
-                    "segmentations": [[uncompressed_rle(m)] if p else None for m, p in zip(shape_masks, present)],
-                    "areas": [float(m.sum()) if p else None for m, p in zip(shape_masks, present)],
-                    "bboxes": [
-                        [float(v) for v in mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8))))]
-                        if p
-                        else None
-                        for m, p in zip(shape_masks, present)
-                    ],
-                }
-            )
+        annotations += sounding_annotations(shapes, masks, video_id, len(annotations) + 1)
     root.mkdir(parents=True, exist_ok=True)
-    categories = [{"id": index + 1, "name": shape.name} for index, shape in enumerate(CLASSES)]
-    dataset = {"categories": categories, "videos": videos, "annotations": annotations}
+    dataset = {"categories": categories(), "videos": videos, "annotations": annotations}
     (root / f"{split}.json").write_text(json.dumps(dataset))
     return dataset
+
+
+def write_example_video(destination: str | Path, seed: int, split: str, video_index: int, scale: int = 3) -> dict:
+    """Video `video_index` of a split as an mp4 (H.264 + AAC, one frame per second, `scale` times the size) and
+    its ground truth at that size (an AVISeg JSON of the one video, id 1), which is returned and written beside
+    the mp4 as `<name>.json`: an example the app and the CLI can run and be scored on.
+    """
+    destination = Path(destination)
+    shapes, frames, masks, audio = render_video(seed, split, video_index)
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    masks = masks.repeat(scale, axis=2).repeat(scale, axis=3)
+    height, width = frames.shape[1:3]
+    with av.open(str(destination), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        video = container.add_stream("libx264", rate=1, options={"crf": "23", "preset": "medium"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        for t, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = t
+            container.mux(video.encode(picture))
+        container.mux(video.encode())
+        samples = (audio * 32767).astype(np.int16)[None]
+        chunk = 1024  # AAC encodes 1024 samples a frame
+        for start in range(0, samples.shape[1], chunk):
+            piece = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, start : start + chunk]), format="s16", layout="mono"
+            )
+            piece.sample_rate, piece.pts = SAMPLE_RATE, start
+            container.mux(sound.encode(piece))
+        container.mux(sound.encode())
+    name = destination.stem
+    ground_truth = {
+        "categories": categories(),
+        "videos": [
+            {
+                "id": 1,
+                "file_names": [f"{name}/{t:05d}.jpg" for t in range(len(frames))],
+                "height": height,
+                "width": width,
+                "length": len(frames),
+            }
+        ],
+        "annotations": sounding_annotations(shapes, masks, 1, 1),
+    }
+    destination.with_suffix(".json").write_text(json.dumps(ground_truth))
+    return ground_truth
 
 
 def generate(root: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, dict]:
