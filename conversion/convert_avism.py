@@ -2,11 +2,13 @@
 
     python -m conversion.convert_avism CHECKPOINT OUTPUT_DIR --preset r50_imagenet
     python -m conversion.convert_avism CHECKPOINT OUTPUT_DIR --config merged_config.yaml --verify io.safetensors
+    python -m conversion.convert_avism CHECKPOINT OUTPUT_DIR --preset r50_imagenet --vggish vggish-10086976.pth
 
 The folder holds safetensors weights, the config (with `auto_map` and the modeling code for
 `trust_remote_code`), and a model card naming the source checkpoint and its published scores. `--verify` runs
 the converted model on an input file holding the original's inputs and outputs (the `io_*.safetensors` layout of
-the reference fixtures) and prints the largest difference of every captured stage.
+the reference fixtures) and prints the largest difference of every captured stage. `--vggish` builds torchvggish's
+VGGish in as the audio encoder: the published models read precomputed features, and with it they hear a video.
 """
 
 import argparse
@@ -16,9 +18,12 @@ from pathlib import Path
 import torch
 
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation
+from modeling_avis.configuration_avis import AvisVggishConfig
 from modeling_avis.errors import AvisCheckpointError
 
 from .backbone_keys import convert_backbone_state_dict
+from .convert_vggish import convert_state_dict as convert_vggish_state_dict
+from .convert_vggish import load_torchvggish_state_dict
 from .head_keys import TRAINING_ONLY_KEYS, convert_head_state_dict
 from .original_config import avis_config_from_original, load_original_config
 
@@ -78,16 +83,35 @@ def check_state_dict(converted: dict[str, torch.Tensor], expected: dict[str, tor
             )
 
 
-def build_converted_model(original: dict[str, torch.Tensor], config: AvisConfig):
-    """An AvisForAudioVisualInstanceSegmentation holding the original's weights, every tensor checked."""
+def build_converted_model(
+    original: dict[str, torch.Tensor], config: AvisConfig, vggish: dict[str, torch.Tensor] | None = None
+):
+    """An AvisForAudioVisualInstanceSegmentation holding the original's weights, every tensor checked.
+
+    vggish: torchvggish's VGGish state dict, which becomes the model's (frozen) audio encoder, so that the model
+    hears a video's sound itself instead of reading precomputed features; `config.audio_config` is set for it.
+    """
+    if vggish is not None:
+        config.audio_config = AvisVggishConfig()
+        config.freeze_audio_encoder = True
     model = AvisForAudioVisualInstanceSegmentation(config).eval()
     converted = convert_state_dict(original, config)
+    if vggish is not None:
+        audio = convert_vggish_state_dict(vggish, config.audio_config)
+        converted.update({f"audio_encoder.{key}": value for key, value in audio.items()})
     check_state_dict(converted, model.model.state_dict())
     model.model.load_state_dict(converted, strict=True)
     return model
 
 
-def model_card(source: str, preset: str | None) -> str:
+AUDIO_INPUT = {
+    False: "128-d VGGish embeddings, one per frame (1-second windows), computed beforehand (AVISeg's FEATAudios).",
+    True: "the video's sound: VGGish log-mel examples (one per frame, 1-second windows) through the built-in, frozen "
+    "VGGish (torchvggish's weights), as AVISeg's features were made.",
+}
+
+
+def model_card(source: str, preset: str | None, hears: bool = False) -> str:
     published = PUBLISHED.get(preset)
     scores = (
         f"| {published['pretraining']} | {published['FSLA']} | {published['HOTA']} | {published['mAP']} |"
@@ -112,7 +136,7 @@ Published scores of the original checkpoint on the AVISeg test set:
 |---|---|---|---|
 {scores}
 
-Audio input: 128-d VGGish embeddings, one per frame (1-second windows).
+Audio input: {AUDIO_INPUT[hears]}
 """
 
 
@@ -130,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", choices=sorted(PUBLISHED), help="one of the four published models")
     source.add_argument("--config", help="the original's merged config (YAML dump of the detectron2 cfg)")
+    parser.add_argument(
+        "--vggish",
+        metavar="VGGISH.pth",
+        help="torchvggish's VGGish weights (vggish-10086976.pth): built in as the audio encoder, so that the model "
+        "runs on a video's own sound (without it, it reads precomputed 128-d features)",
+    )
     parser.add_argument("--verify", nargs="*", default=[], help="io_*.safetensors files to compare against")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
     args = parser.parse_args(argv)
@@ -140,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.preset
             else avis_config_from_original(load_original_config(args.config))
         )
-        model = build_converted_model(load_original_state_dict(args.checkpoint), config)
+        vggish = load_torchvggish_state_dict(args.vggish) if args.vggish else None
+        model = build_converted_model(load_original_state_dict(args.checkpoint), config, vggish)
     except AvisCheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     output = Path(args.output_dir)
     model.save_pretrained(output)
-    (output / "README.md").write_text(model_card(Path(args.checkpoint).name, args.preset))
+    (output / "README.md").write_text(model_card(Path(args.checkpoint).name, args.preset, args.vggish is not None))
     print(f"saved {output}")
     failures = 0
     for io_path in args.verify:

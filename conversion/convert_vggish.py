@@ -70,12 +70,23 @@ def original_forward(original: dict[str, torch.Tensor], config: AvisVggishConfig
     return hidden
 
 
+def load_torchvggish_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """torchvggish's state dict from its .pth file; AvisCheckpointError when the file is something else."""
+    try:
+        original = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise AvisCheckpointError(
+            f"{Path(checkpoint).name}: not a readable PyTorch file ({type(error).__name__})"
+        ) from None
+    if not isinstance(original, dict) or not any(key.startswith("features.") for key in original):
+        raise AvisCheckpointError(f"{Path(checkpoint).name}: not a torchvggish state dict (no features.* weights)")
+    return original
+
+
 def convert(checkpoint: str | Path, output_dir: str | Path, config: AvisVggishConfig | None = None) -> AvisVggishModel:
     """Converts, verifies and saves; returns the converted model."""
     config = config or AvisVggishConfig()
-    original = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(original, dict) or not any(key.startswith("features.") for key in original):
-        raise AvisCheckpointError(f"{Path(checkpoint).name}: not a torchvggish state dict (no features.* weights)")
+    original = load_torchvggish_state_dict(checkpoint)
     with no_init_weights():  # every weight comes from the checkpoint
         model = AvisVggishModel(config)
     model.load_state_dict(convert_state_dict(original, config), strict=True)

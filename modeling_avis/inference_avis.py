@@ -410,8 +410,14 @@ class AvisVideoSegmenter:
             are dropped, and at most `max_instances` of the others are kept, highest scores first.
         audio_features: precomputed VGGish features (T x 128) instead of the video's sound.
         progress: called as progress(fraction, description) through the passes.
-        Raises AvisInputError for media it cannot use.
+        Raises AvisInputError for media it cannot use, and AvisCheckpointError when the model cannot hear the video
+        (no audio encoder) and no features are given.
         """
+        if audio_features is None and self.model.audio_encoder is None:
+            raise AvisCheckpointError(
+                "this model reads precomputed VGGish features (its config has no audio_config): give audio_features, "
+                "or convert it with --vggish so that it hears the video's sound"
+            )
         report = progress or (lambda fraction, description: None)
         report(0.0, "Reading the audio")
         chunks = self.processor.iter_chunks(video, self.frame_chunk_size, audio_features=audio_features, fps=fps)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from app.layout import EXAMPLE_FOLDER
+
 from .app_server import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -20,7 +22,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "shapes_duet.mp4"
+EXAMPLE = EXAMPLE_FOLDER / "shapes_duet.mp4"
 SCREENSHOT = Path(__file__).parents[1] / "outputs" / "app_browser.png"
 OVERLAY_READY = "() => { const v = document.querySelector('#overlay-video video'); return v && v.readyState === 4; }"
 # Plays the overlay muted for a second and reports what the browser decoded.

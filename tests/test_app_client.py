@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app.layout import build_demo
+from app.layout import EXAMPLE_FOLDER, build_demo
 from app.pipeline import AppSettings
 from modeling_avis.tracks import decode_mask
 from training.evaluation import evaluate_predictions
@@ -16,7 +16,7 @@ from training.evaluation import evaluate_predictions
 from .app_media import decode_rgb, stream_summary
 from .app_server import serve_app
 
-EXAMPLE = Path(__file__).parents[1] / "app" / "examples" / "shapes_duet.mp4"
+EXAMPLE = EXAMPLE_FOLDER / "shapes_duet.mp4"
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """One analysis without the page: the model seam, the results JSON, the table, the timeline (a tiny random AVISM)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.inference import ModelSource, inference_service
+from app.layout import REAL_EXAMPLES
 from app.pipeline import AppSettings, analyse_video
 from app.summary import instance_table, sounding_intervals, timeline_figure
 from modeling_avis.errors import AvisCheckpointError
@@ -14,10 +14,6 @@ from modeling_avis.results import results_json_entries
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, decode_mask, encode_mask
 
 from .app_media import stream_summary, write_video
-
-REAL_EXAMPLES = sorted((Path(__file__).parents[1] / "app" / "examples").glob("*_640x360.mp4")) + sorted(
-    (Path(__file__).parents[1] / "app" / "examples").glob("*_540x360.mp4")
-)
 
 
 def no_progress(fraction, description):

@@ -112,3 +112,40 @@ def test_he_initialisation_keeps_a_from_scratch_encoder_listening():
     embeddings = he(log_mel)
     assert embeddings.mean() > 0.1 and (embeddings > 0).float().mean() > 0.25
     assert (embeddings - embeddings.mean(0)).abs().mean() > 0.01  # differs from one example to the next
+
+
+def test_a_converted_avism_with_vggish_built_in_hears_a_real_clip(torchvggish_network, tmp_path):
+    from conversion.convert_avism import main as convert_avism
+    from modeling_avis.inference_avis import AvisVideoSegmenter
+
+    from .conftest import MEDIA, ORIGINAL
+
+    torch.save(torchvggish_network.state_dict(), tmp_path / "vggish.pth")
+    original = ORIGINAL / "r50_tiny"
+    argv = [str(original / "model_final.pth"), str(tmp_path / "avism"), "--config", str(original / "config.yaml")]
+    assert convert_avism([*argv, "--vggish", str(tmp_path / "vggish.pth")]) == 0
+    segmenter = AvisVideoSegmenter.from_pretrained(tmp_path / "avism", device="cpu")
+    config = segmenter.model.config
+    assert config.freeze_audio_encoder and config.audio_config.fc_sizes == [4096, 4096, 128]
+    log_mel = torch.randn(3, 96, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = torchvggish_network(log_mel.unsqueeze(1))
+        ours = segmenter.model.encode_audio(log_mel)
+    assert ((ours - reference).abs().max() / reference.abs().max()).item() <= 1e-5
+    assert "the video's sound" in (tmp_path / "avism" / "README.md").read_text()
+    result = segmenter(MEDIA / "dogs_640x360.mp4", score_threshold=0.0, max_instances=2)
+    assert result.has_audio and len(result.tracks) == 2 and len(result.tracks[0].segmentations) == 5
+
+
+def test_a_model_without_audio_encoder_asks_for_features_in_one_line(tmp_path):
+    from modeling_avis import AvisModel
+    from modeling_avis.inference_avis import AvisVideoSegmenter
+
+    from .conftest import MEDIA, tiny_config
+
+    AvisModel(tiny_config()).save_pretrained(tmp_path / "features_only")
+    segmenter = AvisVideoSegmenter.from_pretrained(tmp_path / "features_only", device="cpu")
+    with pytest.raises(AvisCheckpointError, match="reads precomputed VGGish features .* convert it with --vggish"):
+        segmenter(MEDIA / "dogs_640x360.mp4")
+    features = torch.randn(5, 128).numpy()
+    assert len(segmenter(MEDIA / "dogs_640x360.mp4", audio_features=features).timestamps) == 5
