@@ -6,6 +6,7 @@ from .configuration_avis import AVISEG_LABELS, PRESETS, AvisConfig, AvisVggishCo
 from .errors import AvisCheckpointError, AvisError, AvisInputError
 from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
+from .inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
 from .modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisPreTrainedModel
 from .modeling_vggish import AvisVggishModel
 from .processing_avis import AvisProcessor
@@ -22,6 +23,8 @@ AvisForAudioVisualInstanceSegmentation.register_for_auto_class("AutoModel")
 
 __all__ = [
     "AVISEG_LABELS",
+    "DEFAULT_MODEL",
+    "AvisVideoSegmenter",
     "PRESETS",
     "AvisFeatureExtractor",
     "AvisImageProcessor",
