@@ -17,6 +17,20 @@ from .configuration_avis import IMAGENET_MEAN, IMAGENET_STD
 from .errors import AvisInputError
 
 
+def shortest_edge_size(height: int, width: int, shortest_edge: int, longest_edge: int) -> tuple[int, int]:
+    """The size with the short side `shortest_edge` and the aspect ratio kept, scaled down to fit `longest_edge`,
+    rounded as detectron2's `ResizeShortestEdge.get_output_shape` (training and test resize alike)."""
+    scale = shortest_edge / min(height, width)
+    if height < width:
+        new_height, new_width = float(shortest_edge), scale * width
+    else:
+        new_height, new_width = scale * height, float(shortest_edge)
+    if max(new_height, new_width) > longest_edge:
+        shrink = longest_edge / max(new_height, new_width)
+        new_height, new_width = new_height * shrink, new_width * shrink
+    return int(new_height + 0.5), int(new_width + 0.5)
+
+
 class AvisImageProcessor(BaseImageProcessor):
     r"""
     Resizes, normalises and pads the sampled frames of one video.
@@ -47,16 +61,8 @@ class AvisImageProcessor(BaseImageProcessor):
         self.size_divisibility = size_divisibility
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """The resized (height, width), rounded as detectron2's `ResizeShortestEdge.get_output_shape`."""
-        scale = self.shortest_edge / min(height, width)
-        if height < width:
-            new_height, new_width = float(self.shortest_edge), scale * width
-        else:
-            new_height, new_width = scale * height, float(self.shortest_edge)
-        if max(new_height, new_width) > self.longest_edge:
-            shrink = self.longest_edge / max(new_height, new_width)
-            new_height, new_width = new_height * shrink, new_width * shrink
-        return int(new_height + 0.5), int(new_width + 0.5)
+        """The resized (height, width) of a (height, width) frame."""
+        return shortest_edge_size(height, width, self.shortest_edge, self.longest_edge)
 
     def resize(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (3, h, w) uint8.
@@ -101,4 +107,4 @@ class AvisImageProcessor(BaseImageProcessor):
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["image_size", "original_size"])
 
 
-__all__ = ["AvisImageProcessor"]
+__all__ = ["AvisImageProcessor", "shortest_edge_size"]

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modeling_avis.image_processing_avis import shortest_edge_size
+
 
 @dataclass(frozen=True)
 class Resize:
@@ -115,16 +117,6 @@ class FrameTransform:
         return xy.reshape(-1).tolist()
 
 
-def shortest_edge_size(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """The size with the shortest edge `short_edge` and the aspect ratio kept, scaled down to fit `max_size`."""
-    scale = short_edge / min(height, width)
-    new_height, new_width = height * scale, width * scale
-    if max(new_height, new_width) > max_size:
-        shrink = max_size / max(new_height, new_width)
-        new_height, new_width = new_height * shrink, new_width * shrink
-    return int(new_height + 0.5), int(new_width + 0.5)
-
-
 def _choice(values: tuple[int, ...], generator: torch.Generator | None) -> int:
     return values[int(torch.randint(len(values), (1,), generator=generator))]
 
@@ -191,4 +183,4 @@ class ClipAugmentation:
         return [Crop(top, left, crop_height, crop_width) for top, left in zip(tops, lefts, strict=True)]
 
 
-__all__ = ["ClipAugmentation", "Crop", "FrameTransform", "HorizontalFlip", "Resize", "shortest_edge_size"]
+__all__ = ["ClipAugmentation", "Crop", "FrameTransform", "HorizontalFlip", "Resize"]

@@ -23,14 +23,14 @@ from torch import nn
 
 from modeling_avis.errors import AvisError, AvisInputError
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
+from modeling_avis.image_processing_avis import shortest_edge_size
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.post_processing_avis import instance_mask_chunks, score_instances
 from modeling_avis.tracks import encode_mask
 
-from .augmentation import Resize, shortest_edge_size
+from .augmentation import Resize
 from .data import AvisegClip, AvisegVideo, audio_input_name, collate_clips, load_audio, load_aviseg_split, read_frame
-from .evaluation import evaluate_predictions
-from .evaluation.__main__ import format_metrics_table
+from .evaluation import evaluate_predictions, format_metrics_table
 from .model_inputs import model_inputs
 
 # The original's test sizes (`INPUT.MIN_SIZE_TEST` of configs/avism/*, detectron2's `MAX_SIZE_TEST`).

@@ -33,7 +33,7 @@ from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from .augmentation import ClipAugmentation
 from .data import AvisegClipDataset, audio_input_name, collate_clips
 from .evaluate_model import evaluate_model
-from .evaluation.__main__ import format_metrics_table
+from .evaluation import format_metrics_table
 from .model_inputs import model_inputs
 from .optimization import parameter_groups, warmup_multistep_factor
 from .sampling import EpochOrderSampler, SeededDataset

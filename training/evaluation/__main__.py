@@ -6,17 +6,7 @@ import sys
 
 from modeling_avis.errors import AvisInputError
 
-from .evaluate import evaluate_predictions
-
-
-def format_metrics_table(metrics: dict[str, float]) -> str:
-    """One metric per line, in the given order; percentages to 2 decimals as the original prints them."""
-    width = max(len(key) for key in metrics)
-    lines = []
-    for key, value in metrics.items():
-        shown = str(value) if isinstance(value, int) else f"{value:.2f}"
-        lines.append(f"{key:<{width}}  {shown:>7}")
-    return "\n".join(lines)
+from .evaluate import evaluate_predictions, format_metrics_table
 
 
 def main(argv: list[str] | None = None) -> int:

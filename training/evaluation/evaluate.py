@@ -28,3 +28,13 @@ def evaluate_predictions(gt: str | Path | dict, predictions: str | Path | list) 
     tracks = load_predictions(predictions, ground_truth)
     metrics = {**fsla(ground_truth, tracks), **hota_and_track_map(ground_truth, tracks)}
     return {key: metrics[key] if isinstance(metrics[key], int) else float(metrics[key]) for key in METRIC_KEYS}
+
+
+def format_metrics_table(metrics: dict[str, float]) -> str:
+    """One metric per line, in the given order; percentages to 2 decimals as the original prints them."""
+    width = max(len(key) for key in metrics)
+    lines = []
+    for key, value in metrics.items():
+        shown = str(value) if isinstance(value, int) else f"{value:.2f}"
+        lines.append(f"{key:<{width}}  {shown:>7}")
+    return "\n".join(lines)
