@@ -209,11 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"test, threshold {threshold}, muted:      {headline(muted)}")
 
     shutil.rmtree(args.output, ignore_errors=True)
+    model.save_pretrained(args.output)
     # The repository's own classes load it (importing modeling_avis registers them): no copy of their code and no
     # auto_map beside the weights, which would go stale with every change to the code.
-    model._auto_class = model.config._auto_class = None
-    model.config.auto_map = None
-    model.save_pretrained(args.output)
+    for code in args.output.glob("*.py"):
+        code.unlink()
+    config = json.loads((args.output / "config.json").read_text())
+    config.pop("auto_map", None)
+    (args.output / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     processor = AvisProcessor.from_model_config(model.config)
     processor.image_processor.shortest_edge = SHORT_EDGE
     processor.save_pretrained(args.output)
