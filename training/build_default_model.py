@@ -36,7 +36,7 @@ SEED = 0
 SPLIT_SIZES = {"train": 400, "val": 40, "test": 60}
 # Frames are 96 x 128; the model sees them at that size in training and at test.
 SHORT_EDGE = 96
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # 4 clips of 5 frames a step; the learning rate falls tenfold for the last steps.
 TRAIN_STEPS, LR_DECAY_STEP = 8000, 6500
 # Written into the training run: how long it took (evaluations on val included).
