@@ -59,7 +59,7 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     open_and_upload(page, EXAMPLE)
     page.wait_for_function(OVERLAY_READY, timeout=120_000)
     played = page.evaluate(PLAY_OVERLAY)
-    assert abs(played["duration"] - 16.0) <= 1.0
+    assert abs(played["duration"] - 13.0) <= 1.0
     assert (played["width"], played["height"]) == (384, 288)
     assert played["audioBytes"] > 0 and played["played"] > 0.5
     assert "sounding instance" in page.inner_text("#status")
@@ -70,7 +70,7 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     assert names == ["shapes_duet_avis.mp4", "shapes_duet_avis_results.json"]
     results = page.request.get(links.nth(1).get_attribute("href")).json()
     assert len(results) == table_rows
-    assert all(len(entry["segmentations"]) == 16 for entry in results)
+    assert all(len(entry["segmentations"]) == 13 for entry in results)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 

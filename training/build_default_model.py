@@ -168,8 +168,9 @@ regenerates the data, retrains, re-evaluates and rewrites this folder and the ap
 
 
 def write_examples(folder: Path) -> list[Path]:
-    """Three test videos for the app: two sources and a silent shape; one source and a silent one; only silence."""
-    examples = {"shapes_duet": 7, "shapes_solo": 11, "shapes_silent": 4}
+    """Three test videos for the app: two sources (one from 6 s) and two silent shapes; one source and a silent
+    one; only silent shapes."""
+    examples = {"shapes_duet": 12, "shapes_solo": 11, "shapes_silent": 4}
     paths = []
     for name, video_index in examples.items():
         path = folder / f"{name}.mp4"
