@@ -39,7 +39,7 @@ from .tracks import AvisVideoResult
 from .video_io import ProgressFn
 
 # The model the app and the CLI run when given none: a small AVISM trained on the sounding-shapes dataset, shipped in
-# the repository (models/README.md says how it was made).
+# the repository (its model card says how it was made).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "avis-sounding-shapes"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
@@ -211,8 +211,9 @@ def encode_video(
     progress: called with the number of frames encoded so far.
     frame_chunk_size: frames per pass (default: the config's); `AvisModel.forward` gives the same results when its
         config's `frame_chunk_size` is the same (and torch has as many threads).
-    workers: chunks encoded at once, each in a thread of its own. On the CPU, `workers` cores with one torch thread
-        each (`torch.set_num_threads(1)`) encode their own frames instead of splitting every operation between them,
+    workers: chunks encoded at once, each in a thread of its own. With more than one, torch runs one thread per
+        worker during the pass (`torch.set_num_threads(1)`): `workers` cores encode their own frames instead of
+        splitting every operation between them,
         so no core waits for the other at the end of each of the model's thousand operations per chunk: as fast on
         an idle machine, and several times faster when other processes load its cores. The autocast state of the
         calling thread carries over.
@@ -241,7 +242,10 @@ def encode_video(
         if progress is not None:
             progress(len(mask_features))
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="avis-encode") as pool:
+    with (
+        _torch_threads(1) if workers > 1 else contextlib.nullcontext(),
+        ThreadPoolExecutor(workers, thread_name_prefix="avis-encode") as pool,
+    ):
         # in frame order; one chunk more per worker than run at once, so that a worker that finishes early (its core
         # less busy) starts on the next chunk rather than wait for the oldest one
         running = deque()
@@ -476,21 +480,21 @@ class AvisVideoSegmenter:
             AvisMaskFeatureStore(self.memory_budget, self.spill_directory) as store,
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
-            with autocast, _torch_threads(1) if on_cpu else contextlib.nullcontext():
-                encoding = encode_video(
+            # the masks are drawn lazily, as the caller reads them: in float32, outside autocast
+            with autocast:
+                segmentation = segment_video(
                     self.model,
                     chunks,
+                    image_size,
+                    target_size,
                     store,
+                    score_threshold,
+                    max_instances,
                     progress,
                     self.frame_chunk_size,
                     workers=self.cpu_threads if on_cpu else 1,
                 )
-            with autocast:
-                instances = detect_instances(self.model, encoding, image_size, score_threshold, max_instances)
-            masks = instance_mask_chunks(
-                instances, store, encoding.padded_size, image_size, target_size, self.model.config.mask_chunk_size
-            )
-            yield AvisVideoSegmentation(instances=instances, masks=masks, num_frames=encoding.num_frames)
+            yield segmentation
 
 
 @contextlib.contextmanager
