@@ -4,11 +4,11 @@ Everything else in the app (rendering, tables, the results JSON, the page) only 
 """
 
 import functools
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from modeling_avis.configuration_avis import AvisConfig
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.inference_avis import DEFAULT_MODEL, HUB_ID, AvisVideoSegmenter
 
@@ -64,8 +64,9 @@ def load_service(source: ModelSource) -> AvisVideoSegmenter:
 
 def default_score_threshold() -> float:
     """The embedded default's score threshold (the page's starting value); 0.3, AVISM's, without the model."""
-    config = DEFAULT_MODEL / "config.json"
-    return json.loads(config.read_text())["score_threshold"] if config.is_file() else 0.3
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        return 0.3
+    return AvisConfig.from_pretrained(DEFAULT_MODEL).score_threshold
 
 
 _loading = threading.Lock()
