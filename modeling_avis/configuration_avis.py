@@ -100,6 +100,7 @@ class AvisConfig(PreTrainedConfig):
         precomputed VGGish features, so their encoder never trained with them).
     frame_chunk_size (`int`): frames per backbone + pixel decoder + frame decoder pass at inference.
     mask_chunk_size (`int`): frames per mask upsampling pass at inference.
+    clip_window_chunk_size (`int`): temporal windows per pass of the clip-level window encoders.
     num_detections (`int`): top-k (clip query, class) pairs kept per video.
     score_threshold (`float`): instances scoring at or below it are dropped.
     pixel_mean, pixel_std (`list[float]`): RGB normalisation on the 0-255 scale.
@@ -151,6 +152,7 @@ class AvisConfig(PreTrainedConfig):
     # inference
     frame_chunk_size: int = 18
     mask_chunk_size: int = 5
+    clip_window_chunk_size: int = 16
     num_detections: int = 100
     score_threshold: float = 0.3
     pixel_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN

@@ -125,9 +125,14 @@ class AvisAttention(nn.Module):
         def split_heads(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)  # (..., heads, L, d)
 
-        output = F.scaled_dot_product_attention(
-            split_heads(query), split_heads(key), split_heads(value), attention_mask
-        )
+        query, key, value = split_heads(query), split_heads(key), split_heads(value)
+        leading = query.shape[:-3]
+        # torch's fused CPU attention, which never holds the (Lq, S) weights of a head, takes (N, heads, L, d) only
+        query, key, value = (x.reshape(-1, *x.shape[-3:]) for x in (query, key, value))
+        if attention_mask is not None:
+            mask_shape = attention_mask.shape[-3:]
+            attention_mask = attention_mask.expand(*leading, *mask_shape).reshape(-1, *mask_shape)
+        output = F.scaled_dot_product_attention(query, key, value, attention_mask).unflatten(0, leading)
         return self.out_proj(output.transpose(-3, -2).flatten(-2))
 
 
@@ -456,6 +461,7 @@ class AvisClipModule(nn.Module):
         super().__init__()
         dim, heads = config.clip_hidden_dim, config.clip_num_attention_heads
         self.window_size = config.clip_window_size
+        self.window_chunk_size = config.clip_window_chunk_size
         self.audio_projection = nn.Linear(config.audio_feature_size, dim)
         if config.hidden_dim != dim or config.clip_enforce_input_projection:
             self.input_projection = nn.Linear(config.hidden_dim, dim)
@@ -498,31 +504,28 @@ class AvisClipModule(nn.Module):
         pad = (0, 0, 0, 0, 0, padded_frames - num_frames)
         frame_queries, audio = F.pad(frame_queries, pad), F.pad(audio, pad)
         is_padding = torch.arange(padded_frames, device=frame_queries.device) >= num_frames
-        window_mask = self.window_mask(is_padding, window, num_queries)
-        shifted_mask = self.shifted_window_mask(is_padding, window, num_queries)
 
         for index in range(len(self.encoder_self_attention_layers)):
             shifted = index % 2 == 1 and not self.training and self.window_size > 0
             frame_queries = self.windowed(
                 frame_queries,
+                None,
                 window,
-                shifted,
-                lambda x, mask, i=index: self.encoder_ffn_layers[i](
+                self.window_masks(is_padding, window, num_queries, shifted),
+                lambda x, memory, mask, i=index: self.encoder_ffn_layers[i](
                     self.encoder_self_attention_layers[i](x, attention_mask=mask)
                 ),
-                shifted_mask if shifted else window_mask,
             )
         for index in range(len(self.fusion_cross_attention_layers)):
             shifted = index % 2 == 1 and self.window_size > 0
-            audio = self.windowed_pair(
+            audio = self.windowed(
                 audio,
                 frame_queries,
                 window,
-                shifted,
+                self.window_masks(is_padding, window, num_queries, shifted),
                 lambda x, memory, mask, i=index: self.fusion_ffn_layers[i](
                     self.fusion_cross_attention_layers[i](x, memory, attention_mask=mask)
                 ),
-                shifted_mask if shifted else window_mask,
             )
 
         frame_queries, audio = frame_queries[:, :num_frames], audio[:, :num_frames]
@@ -551,19 +554,14 @@ class AvisClipModule(nn.Module):
         )
 
     @staticmethod
-    def window_mask(is_padding: torch.Tensor, window: int, num_queries: int) -> torch.Tensor:
-        """(Nw, 1, 1, W*fQ) bool: in plain windows every query may attend to every real frame's tokens."""
-        allowed = ~is_padding.view(-1, window)
-        return allowed.repeat_interleave(num_queries, dim=-1)[:, None, None]
-
-    @staticmethod
-    def shifted_window_mask(is_padding: torch.Tensor, window: int, num_queries: int) -> torch.Tensor:
-        """(Nw, 1, W*fQ, W*fQ) additive: -1000 where shifted windows must not attend (the original's mask).
-
-        After rolling by half a window, the first window holds the video's last frames next to its first ones:
-        those two parts may not attend to each other. In the first and last windows a padded frame neither
-        attends nor is attended to; in the other windows the original masks only padded queries (none fall there).
-        """
+    def window_masks(is_padding: torch.Tensor, window: int, num_queries: int, shifted: bool) -> "AvisWindowMasks":
+        """The attention masks of the temporal windows of a video whose frames are `is_padding` (T,) or not."""
+        if not shifted:
+            # plain windows: every query may attend to every real frame's tokens
+            return AvisWindowMasks((~is_padding).view(-1, 1, window), 0, num_queries)
+        # After rolling by half a window, the first window holds the video's last frames next to its first ones:
+        # those two parts may not attend to each other. In the first and last windows a padded frame neither
+        # attends nor is attended to; in the other windows the original masks only padded queries (none fall there).
         half = math.ceil(window / 2)
         rolled = torch.roll(is_padding, half).view(-1, window)  # (Nw, W)
         blocked = rolled[:, :, None].expand(-1, -1, window).clone()  # query frame is padding
@@ -571,29 +569,49 @@ class AvisClipModule(nn.Module):
             blocked[edge] = blocked[edge] | blocked[edge].T
         blocked[0, :half, half:] = True
         blocked[0, half:, :half] = True
-        blocked = blocked.repeat_interleave(num_queries, dim=1).repeat_interleave(num_queries, dim=2)
-        return (blocked.float() * -1000)[:, None]
+        return AvisWindowMasks(~blocked, half, num_queries)
 
-    def windowed(self, hidden_states, window, shifted, layer, mask):
-        """Run `layer` on each temporal window of (LB, T, fQ, C); shifted windows roll by half a window first."""
-        half = math.ceil(window / 2) if shifted else 0
-        batch, frames, queries, dim = hidden_states.shape
-        rolled = torch.roll(hidden_states, half, dims=1) if half else hidden_states
-        output = layer(rolled.reshape(batch, frames // window, window * queries, dim), mask)
-        output = output.view(batch, frames, queries, dim)
-        return torch.roll(output, -half, dims=1) if half else output
-
-    def windowed_pair(self, hidden_states, memory, window, shifted, layer, mask):
-        """As `windowed`, for a layer whose queries attend to a memory split into the same windows."""
-        half = math.ceil(window / 2) if shifted else 0
+    def windowed(self, hidden_states, memory, window, masks: "AvisWindowMasks", layer):
+        """Run `layer(x, memory, mask)` on each temporal window of (LB, T, fQ, C) hidden states (and of the memory,
+        when not None), `clip_window_chunk_size` windows at a time: the layers' temporaries (the feed-forward
+        layer's are 8x its input) stay the size of a few windows for a video of any length."""
         batch, frames, queries, dim = hidden_states.shape
 
         def to_windows(x):
-            x = torch.roll(x, half, dims=1) if half else x
+            x = torch.roll(x, masks.shift, dims=1) if masks.shift else x
             return x.reshape(batch, frames // window, window * queries, dim)
 
-        output = layer(to_windows(hidden_states), to_windows(memory), mask).view(batch, frames, queries, dim)
-        return torch.roll(output, -half, dims=1) if half else output
+        states = to_windows(hidden_states)
+        memory = None if memory is None else to_windows(memory)
+        output = torch.empty_like(states)
+        for start in range(0, states.shape[1], self.window_chunk_size):
+            chunk = slice(start, start + self.window_chunk_size)
+            output[:, chunk] = layer(states[:, chunk], None if memory is None else memory[:, chunk], masks[chunk])
+        output = output.view(batch, frames, queries, dim)
+        return torch.roll(output, -masks.shift, dims=1) if masks.shift else output
+
+
+@dataclass
+class AvisWindowMasks:
+    """The attention masks of a video's temporal windows, kept per frame and expanded to tokens a chunk at a time.
+
+    allowed (`(Nw, 1 or W, W)` bool): whether a query frame (any, when 1) may attend to a key frame, per window.
+    shift (`int`): frames the windows are rolled by (0 for plain windows).
+    num_queries (`int`): tokens per frame.
+    `masks[windows]` gives the masks of a slice of windows as `AvisAttention` takes them: boolean for plain windows,
+    additive (-1000 where blocked, the original's value) for shifted ones.
+    """
+
+    allowed: torch.Tensor
+    shift: int
+    num_queries: int
+
+    def __getitem__(self, windows: slice) -> torch.Tensor:
+        allowed = self.allowed[windows].repeat_interleave(self.num_queries, dim=-1)
+        if not self.shift:
+            return allowed[:, None]  # (w, 1, 1, W*fQ)
+        allowed = allowed.repeat_interleave(self.num_queries, dim=-2)
+        return ((~allowed).float() * -1000)[:, None]  # (w, 1, W*fQ, W*fQ)
 
 
 class AvisPreTrainedModel(PreTrainedModel):

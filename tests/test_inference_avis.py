@@ -9,6 +9,7 @@ from conversion.verification import normalize_and_pad
 from modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisProcessor
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.inference_avis import (
+    AvisFrameBlocks,
     AvisMaskFeatureStore,
     AvisVideoSegmenter,
     model_frame_chunks,
@@ -93,6 +94,20 @@ def test_store_holds_at_most_its_budget_in_memory_and_reads_back_every_frame(tmp
         for start, stop in [(0, 10), (2, 7), (3, 4), (9, 10), (8, 30)]:
             assert torch.equal(store[start:stop], frames[start:stop])
     assert len(store) == 0 and store.bytes_in_memory == 0
+
+
+@pytest.mark.parametrize("capacity", [None, 10, 12])
+def test_frame_blocks_read_back_every_slice_across_their_blocks(capacity):
+    frames = torch.randn(10, 2, 3)
+    blocks = AvisFrameBlocks(block_frames=3, capacity=capacity)
+    for start, size in [(0, 4), (4, 1), (5, 5)]:
+        blocks.append(frames[start : start + size])
+    assert len(blocks) == 10 and blocks.room == (None if capacity is None else capacity - 10)
+    for start, stop in [(0, 10), (2, 7), (3, 4), (3, 6), (9, 10), (8, 30), (0, 0)]:
+        assert torch.equal(blocks[start:stop], frames[start:stop])
+    if capacity is not None:
+        with pytest.raises(ValueError, match="do not fit"):
+            blocks.append(torch.randn(capacity - 9, 2, 3))
 
 
 def test_store_refuses_frames_of_another_shape():

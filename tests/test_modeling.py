@@ -232,6 +232,24 @@ def test_clip_window_settings_run_and_pad(window, tiny_inputs):
     assert torch.isfinite(output.class_logits).all()
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_clip_windows_run_a_few_at_a_time_with_the_same_result(train):
+    # 11 frames in windows of 2: 6 windows (the last padded), shifted ones at inference; 1 or 4 windows per pass
+    torch.manual_seed(0)
+    frame_queries, audio = torch.randn(2, 1, 11, 10, 32), torch.randn(1, 11, 128)
+    whole = AvisModel(tiny_config(clip_window_size=2, clip_window_chunk_size=6)).train(train)
+    outputs = []
+    for chunk_size in (1, 4, 6):
+        model = AvisModel(tiny_config(clip_window_size=2, clip_window_chunk_size=chunk_size)).train(train)
+        model.load_state_dict(whole.state_dict())
+        with torch.no_grad():
+            outputs.append(model.clip_module(frame_queries, audio))
+    for output in outputs[:-1]:
+        assert (output.encoded_frame_queries - outputs[-1].encoded_frame_queries).abs().max() < 1e-5
+        assert (output.audio_visual_features - outputs[-1].audio_visual_features).abs().max() < 1e-5
+        assert (output.mask_embeddings - outputs[-1].mask_embeddings).abs().max() < 1e-5
+
+
 SMALL_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
 
 
