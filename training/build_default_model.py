@@ -38,7 +38,7 @@ SPLIT_SIZES = {"train": 400, "val": 40, "test": 60}
 SHORT_EDGE = 96
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # 4 clips of 5 frames a step; the learning rate falls tenfold for the last steps.
-TRAIN_STEPS, LR_DECAY_STEP = 8000, 6500
+TRAIN_STEPS, LR_DECAY_STEP = 10000, 8500
 # Written into the training run: how long it took (evaluations on val included).
 TIMING_FILE = "build_timing.json"
 # The headline metrics, in the paper's order.
