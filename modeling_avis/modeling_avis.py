@@ -130,7 +130,7 @@ class AvisAttention(nn.Module):
         # torch's fused CPU attention, which never holds the (Lq, S) weights of a head, takes (N, heads, L, d) only
         query, key, value = (x.reshape(-1, *x.shape[-3:]) for x in (query, key, value))
         if attention_mask is not None:
-            mask_shape = attention_mask.shape[-3:]
+            mask_shape = (1,) * max(3 - attention_mask.dim(), 0) + tuple(attention_mask.shape[-3:])
             attention_mask = attention_mask.expand(*leading, *mask_shape).reshape(-1, *mask_shape)
         output = F.scaled_dot_product_attention(query, key, value, attention_mask).unflatten(0, leading)
         return self.out_proj(output.transpose(-3, -2).flatten(-2))

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModel
 
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisModel
 from modeling_avis.deformable_attention import MultiScaleDeformableAttention
+from modeling_avis.modeling_avis import AvisAttention
 
 from .conftest import tiny_config
 
@@ -248,6 +249,22 @@ def test_clip_windows_run_a_few_at_a_time_with_the_same_result(train):
         assert (output.encoded_frame_queries - outputs[-1].encoded_frame_queries).abs().max() < 1e-5
         assert (output.audio_visual_features - outputs[-1].audio_visual_features).abs().max() < 1e-5
         assert (output.mask_embeddings - outputs[-1].mask_embeddings).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mask_dims", [2, 3, 4, 5])
+def test_attention_takes_any_mask_broadcastable_to_its_heads(mask_dims):
+    # (2, 3) leading dims, 4 heads, 5 queries, 6 keys: a mask of any rank acts as its full (2, 3, 4, 5, 6) expansion
+    torch.manual_seed(0)
+    attention = AvisAttention(16, 4)
+    torch.nn.init.normal_(attention.in_proj_weight)
+    torch.nn.init.zeros_(attention.in_proj_bias)
+    query, memory = torch.randn(2, 3, 5, 16), torch.randn(2, 3, 6, 16)
+    allowed = torch.rand(2, 3, 1, 5, 6) > 0.3
+    allowed[..., 0] = True  # every query sees a key
+    mask = allowed[(0,) * (5 - mask_dims)]
+    expected = attention(query, memory, memory, mask.expand(2, 3, 4, 5, 6).clone())
+    assert (attention(query, memory, memory, mask) - expected).abs().max() < 1e-6
+    assert (attention(query, memory, memory) - expected).abs().max() > 1e-3
 
 
 SMALL_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_sizes": [32, 128]}
