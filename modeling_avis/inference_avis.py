@@ -59,7 +59,8 @@ class AvisFrameBlocks:
     What the first pass keeps of each frame lives until the video's end. Kept as one small tensor per frame, these
     land between the large temporaries of the next frames' encoding and cut the freed memory into holes that glibc's
     malloc does not reuse: at 360p, with every frame's mask features spilled, the peak RSS reached 2.83 GB at 200
-    frames (growing ~15 MB a frame from the 120th); kept in a few large blocks, it stays at 1.49 GB from frame 80 on. `capacity` bounds the frames held (None: no bound).
+    frames (growing ~15 MB a frame from the 120th); kept in a few large blocks, it stays at 1.49 GB from frame 80 on.
+    `capacity` bounds the frames held (None: no bound).
     It reads as a frame sequence: `len(blocks)`, `blocks[start:stop]` (a view when inside one block).
     """
 

@@ -504,6 +504,8 @@ class AvisClipModule(nn.Module):
         pad = (0, 0, 0, 0, 0, padded_frames - num_frames)
         frame_queries, audio = F.pad(frame_queries, pad), F.pad(audio, pad)
         is_padding = torch.arange(padded_frames, device=frame_queries.device) >= num_frames
+        plain_masks = self.window_masks(is_padding, window, num_queries, shifted=False)
+        shifted_masks = self.window_masks(is_padding, window, num_queries, shifted=True)
 
         for index in range(len(self.encoder_self_attention_layers)):
             shifted = index % 2 == 1 and not self.training and self.window_size > 0
@@ -511,7 +513,7 @@ class AvisClipModule(nn.Module):
                 frame_queries,
                 None,
                 window,
-                self.window_masks(is_padding, window, num_queries, shifted),
+                shifted_masks if shifted else plain_masks,
                 lambda x, memory, mask, i=index: self.encoder_ffn_layers[i](
                     self.encoder_self_attention_layers[i](x, attention_mask=mask)
                 ),
@@ -522,7 +524,7 @@ class AvisClipModule(nn.Module):
                 audio,
                 frame_queries,
                 window,
-                self.window_masks(is_padding, window, num_queries, shifted),
+                shifted_masks if shifted else plain_masks,
                 lambda x, memory, mask, i=index: self.fusion_ffn_layers[i](
                     self.fusion_cross_attention_layers[i](x, memory, attention_mask=mask)
                 ),
