@@ -10,7 +10,8 @@ from pathlib import Path
 
 from modeling_avis.configuration_avis import AvisConfig
 from modeling_avis.errors import AvisCheckpointError
-from modeling_avis.inference_avis import DEFAULT_MODEL, HUB_ID, AvisVideoSegmenter
+from modeling_avis.inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
+from modeling_avis.loading import HUB_ID
 
 # The model setting of the page: its label -> ModelSource.kind.
 MODEL_CHOICES = {"Embedded default": "embedded", "Local folder": "folder", "Hub id": "hub"}

@@ -19,13 +19,16 @@ import torch
 
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation
 from modeling_avis.configuration_avis import AvisVggishConfig
-from modeling_avis.errors import AvisCheckpointError
+from modeling_avis.entry_point import OneLineArgumentParser, run_command
+from modeling_avis.errors import AvisCheckpointError, AvisUsageError
+from modeling_avis.outputs import atomic_folder, check_output_folder
 
 from .backbone_keys import convert_backbone_state_dict
 from .convert_vggish import convert_state_dict as convert_vggish_state_dict
 from .convert_vggish import load_torchvggish_state_dict
 from .head_keys import TRAINING_ONLY_KEYS, convert_head_state_dict
 from .original_config import avis_config_from_original, load_original_config
+from .torch_files import load_torch_file
 
 # The published models (AVISM README, model zoo): AVISeg test split, in percent.
 PUBLISHED = {
@@ -41,10 +44,7 @@ PUBLISHED = {
 
 def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a detectron2 checkpoint (`{"model": state_dict, ...}`)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise AvisCheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__})") from error
+    checkpoint = load_torch_file(path)
     state_dict = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise AvisCheckpointError(f"{path} is not a detectron2 checkpoint: it has no 'model' state dict")
@@ -148,9 +148,13 @@ def verify(model, io_path: str | Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(
+        prog="python -m conversion.convert_avism",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoint", help="the original checkpoint (.pth, detectron2 format)")
-    parser.add_argument("output_dir", help="where to write the Hugging Face folder")
+    parser.add_argument("output_dir", help="where to write the Hugging Face folder (new, or empty)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", choices=sorted(PUBLISHED), help="one of the four published models")
     source.add_argument("--config", help="the original's merged config (YAML dump of the detectron2 cfg)")
@@ -162,26 +166,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verify", nargs="*", default=[], help="io_*.safetensors files to compare against")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
-    args = parser.parse_args(argv)
+    return run_command(lambda: convert(parser.parse_args(argv)))
 
-    try:
-        config = (
-            AvisConfig.from_preset(args.preset)
-            if args.preset
-            else avis_config_from_original(load_original_config(args.config))
-        )
-        vggish = load_torchvggish_state_dict(args.vggish) if args.vggish else None
-        model = build_converted_model(load_original_state_dict(args.checkpoint), config, vggish)
-    except AvisCheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    output = Path(args.output_dir)
-    model.save_pretrained(output)
-    (output / "README.md").write_text(model_card(Path(args.checkpoint).name, args.preset, args.vggish is not None))
-    print(f"saved {output}")
-    failures = 0
+
+def convert(args: argparse.Namespace) -> int:
+    """Converts, saves, verifies and uploads as the arguments say; 1 when a verification fails."""
+    check_output_folder(args.output_dir)
     for io_path in args.verify:
-        failures += not verify(model, io_path)["passed"]
+        if not Path(io_path).is_file():
+            raise AvisUsageError(f"{io_path}: no such io file to verify against")
+    config = (
+        AvisConfig.from_preset(args.preset)
+        if args.preset
+        else avis_config_from_original(load_original_config(args.config))
+    )
+    vggish = load_torchvggish_state_dict(args.vggish) if args.vggish else None
+    model = build_converted_model(load_original_state_dict(args.checkpoint), config, vggish)
+    with atomic_folder(args.output_dir) as folder:
+        model.save_pretrained(folder)
+        (folder / "README.md").write_text(model_card(Path(args.checkpoint).name, args.preset, args.vggish is not None))
+    print(f"saved {args.output_dir}")
+    failures = sum(not verify(model, io_path)["passed"] for io_path in args.verify)
     if args.push_to_hub:
         model.push_to_hub(args.push_to_hub)
     return 1 if failures else 0

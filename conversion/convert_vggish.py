@@ -11,6 +11,7 @@ converted model is checked against a channel-last functional forward of the orig
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -18,8 +19,12 @@ import torch.nn.functional as F
 from transformers.initialization import no_init_weights
 
 from modeling_avis.configuration_avis import AvisVggishConfig
+from modeling_avis.entry_point import OneLineArgumentParser, run_command
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.modeling_vggish import AvisVggishModel
+from modeling_avis.outputs import atomic_folder, check_output_folder
+
+from .torch_files import load_torch_file
 
 # Relative to the largest embedding value: the first fully connected layer sums its 12288 float32 products in another
 # order once its columns are permuted (measured 1.1e-6 on random weights).
@@ -72,12 +77,7 @@ def original_forward(original: dict[str, torch.Tensor], config: AvisVggishConfig
 
 def load_torchvggish_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     """torchvggish's state dict from its .pth file; AvisCheckpointError when the file is something else."""
-    try:
-        original = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise AvisCheckpointError(
-            f"{Path(checkpoint).name}: not a readable PyTorch file ({type(error).__name__})"
-        ) from None
+    original = load_torch_file(checkpoint)
     if not isinstance(original, dict) or not any(key.startswith("features.") for key in original):
         raise AvisCheckpointError(f"{Path(checkpoint).name}: not a torchvggish state dict (no features.* weights)")
     return original
@@ -86,6 +86,7 @@ def load_torchvggish_state_dict(checkpoint: str | Path) -> dict[str, torch.Tenso
 def convert(checkpoint: str | Path, output_dir: str | Path, config: AvisVggishConfig | None = None) -> AvisVggishModel:
     """Converts, verifies and saves; returns the converted model."""
     config = config or AvisVggishConfig()
+    check_output_folder(output_dir)
     original = load_torchvggish_state_dict(checkpoint)
     with no_init_weights():  # every weight comes from the checkpoint
         model = AvisVggishModel(config)
@@ -97,7 +98,8 @@ def convert(checkpoint: str | Path, output_dir: str | Path, config: AvisVggishCo
         difference = ((model(log_mel) - reference).abs().max() / reference.abs().max().clamp(min=1e-12)).item()
     if difference > VERIFY_TOLERANCE:
         raise AvisCheckpointError(f"the converted VGGish differs from the original by {difference:.2e} (relative)")
-    model.save_pretrained(output_dir)
+    with atomic_folder(output_dir) as folder:
+        model.save_pretrained(folder)
     return model
 
 
@@ -112,14 +114,22 @@ def _layers_by_position(state_dict: dict[str, torch.Tensor], prefix: str) -> lis
     return sorted(int(match.group(1)) for key in state_dict if (match := pattern.match(key)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineArgumentParser(
+        prog="python -m conversion.convert_vggish",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoint", help="torchvggish state dict (.pth), e.g. vggish-10086976.pth")
-    parser.add_argument("output_dir", help="folder to write config.json and model.safetensors to")
-    args = parser.parse_args()
-    convert(args.checkpoint, args.output_dir)
-    print(f"saved AvisVggishModel to {args.output_dir}")
+    parser.add_argument("output_dir", help="folder to write config.json and model.safetensors to (new, or empty)")
+
+    def run() -> None:
+        args = parser.parse_args(argv)
+        convert(args.checkpoint, args.output_dir)
+        print(f"saved AvisVggishModel to {args.output_dir}")
+
+    return run_command(run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,18 +5,32 @@ from pathlib import Path
 import yaml
 
 from modeling_avis.configuration_avis import AVISEG_LABELS, AvisConfig
-from modeling_avis.errors import AvisCheckpointError
+from modeling_avis.errors import AvisCheckpointError, one_line
 
 from .backbone_keys import original_backbone_config
 
 
 def load_original_config(path: str | Path) -> dict:
-    with open(path) as handle:
-        return yaml.safe_load(handle)
+    """The original's merged config, read from its YAML dump."""
+    try:
+        with open(path) as handle:
+            cfg = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise AvisCheckpointError(f"{path}: not a YAML file ({one_line(error)})") from None
+    if not isinstance(cfg, dict) or "MODEL" not in cfg:
+        raise AvisCheckpointError(f"{path}: not a detectron2 config of AVISM (it has no MODEL section)")
+    return cfg
 
 
 def avis_config_from_original(cfg: dict) -> AvisConfig:
     """Every AvisConfig field from the original's merged config; unsupported variants are errors."""
+    try:
+        return _avis_config(cfg)
+    except KeyError as error:
+        raise AvisCheckpointError(f"the original config has no {error.args[0]} setting") from None
+
+
+def _avis_config(cfg: dict) -> AvisConfig:
     model = cfg["MODEL"]
     head, decoder, clip = model["SEM_SEG_HEAD"], model["MASK_FORMER"], model["AVISM"]
     if decoder.get("PRE_NORM", False) or clip.get("PRE_NORM", False):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
+from modeling_avis.errors import AvisInputError
 from modeling_avis.post_processing_avis import instance_mask_chunks, score_instances, select_instances
 
 FLOAT_TOLERANCE = 1e-4
@@ -241,7 +243,12 @@ def compare_stages(stages: dict, reference: dict[str, torch.Tensor]) -> dict[str
 
 def compare_with_original(model, io_path: str | Path, verbose: bool = True) -> dict:
     """Run `model` on an io file's inputs; {"passed": bool, "stages": {name: {error, tolerance, passed}}}."""
-    reference = load_file(str(io_path))
+    try:
+        reference = load_file(str(io_path))
+    except SafetensorError as error:
+        raise AvisInputError(f"{io_path}: not a safetensors io file ({error})") from None
+    if "input.images" not in reference:
+        raise AvisInputError(f"{io_path}: not an io file of the original's captured stages (no input.images)")
     out_hw = tuple(int(v) for v in reference["input.out_hw"])
     stages = run_with_stages(model, reference["input.images"], reference["input.audio"], out_hw)
     results = compare_stages(stages, reference)

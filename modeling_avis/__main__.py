@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers.utils import logging as transformers_logging
 
-from .errors import AvisError, AvisInputError
+from .entry_point import BAD_INPUT, OneLineArgumentParser, run_command
+from .errors import AvisError, AvisInputError, AvisUsageError, one_line
 from .inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
+from .outputs import check_output_file, write_text_atomically
 from .results import track_summary, write_results_json
 from .tracks import AvisVideoResult
 from .video_io import probe_video
@@ -30,19 +31,13 @@ from .visualization import render_overlay
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-BAD_INPUT = 2
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (the usage stays behind --help)."""
-
-    def error(self, message: str):
-        self.exit(BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m modeling_avis", description="AVIS: which objects in a video make sound.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = OneLineArgumentParser(
+        prog="python -m modeling_avis", description="AVIS: which objects in a video make sound."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     predict = commands.add_parser("predict", help="find, segment and track the sounding objects of videos")
     predict.add_argument("video", type=Path, help="a video file, an AVISeg frame folder, or a folder of either")
     predict.add_argument(
@@ -50,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a folder written by save_pretrained, or a Hub id (default: the shipped {DEFAULT_MODEL.name}, trained on synthetic shapes)",
     )
     predict.add_argument("--fps", type=_positive_float, default=1.0, help="frames sampled per second (default: 1)")
-    predict.add_argument("--threshold", type=float, help="drop instances scoring at or below it (default: model's)")
+    predict.add_argument(
+        "--threshold", type=_probability, help="drop instances scoring at or below it, in [0, 1) (default: model's)"
+    )
     predict.add_argument("--max-instances", type=_positive_int, help="keep at most this many instances per video")
     predict.add_argument("--out", type=Path, help="overlay mp4 (for a folder: the folder to write overlays into)")
     predict.add_argument("--json", type=Path, help="the AVIS results JSON of all videos")
@@ -69,31 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line `argv` (default: sys.argv); returns the exit status."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit:  # --help, or a one-line usage error
-        return exit.code
-    reuse_freed_memory()
-    try:
-        return predict(args)
-    except AvisError as error:
-        return _fail(str(error))
-    except OSError as error:  # an output that cannot be written, a file that vanished
-        return _fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: predict(build_parser().parse_args(argv)))
 
 
 def predict(args: argparse.Namespace) -> int:
     videos = _list_videos(args.video)
     folder_mode = args.video.is_dir() and not _is_frame_folder(args.video)
-    if args.out is not None and not folder_mode and _is_frame_folder(args.video):
-        return _fail(f"{args.video}: a frame folder has no video to draw an overlay on; leave out --out")
-    for output in (args.json, None if folder_mode else args.out):
-        if output is not None and not output.resolve().parent.is_dir():
-            return _fail(f"{output}: the folder to write it in does not exist")
-    transformers_logging.disable_progress_bar()
+    _check_outputs(args, folder_mode)
+    reuse_freed_memory()
     segmenter = AvisVideoSegmenter.from_pretrained(
         args.model or DEFAULT_MODEL, args.device, DTYPES[args.dtype], cpu_threads=args.threads
     )
@@ -101,6 +81,7 @@ def predict(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     results, failures = {}, 0
     for video_id, video in enumerate(videos, start=1):
+        prefix = f"[{video_id}] " if folder_mode else ""
         try:
             result = _segment(segmenter, video, args)
             if args.out is not None and video.is_file():
@@ -110,20 +91,33 @@ def predict(args: argparse.Namespace) -> int:
             if not folder_mode:
                 raise
             failures += 1
-            print(f"[{video_id}] error: {_first_line(error)}", file=sys.stderr)
+            print(f"{prefix}error: {one_line(error)}", file=sys.stderr)
             continue
         results[video_id] = result
-        prefix = f"[{video_id}] " if folder_mode else ""
         count = len(result.tracks)
         print(f"{prefix}{video.name}: {count} sounding instance{'s' * (count != 1)} in {result.num_frames} frames")
+        for note in result.notes:
+            print(f"{prefix}note: {note}", file=sys.stderr)
         if args.summary:
             _print_summary(result)
     if args.json is not None:
         write_results_json(results, args.json)
         if folder_mode:
             index = [{"video_id": video_id, "video": videos[video_id - 1].name} for video_id in results]
-            args.json.with_name(f"{args.json.stem}.videos.json").write_text(json.dumps(index, indent=1))
+            write_text_atomically(args.json.with_name(f"{args.json.stem}.videos.json"), json.dumps(index, indent=1))
     return BAD_INPUT if failures else 0
+
+
+def _check_outputs(args: argparse.Namespace, folder_mode: bool) -> None:
+    """Every output path checked before any inference, so that a bad one fails at once."""
+    if args.out is not None and not folder_mode and _is_frame_folder(args.video):
+        raise AvisUsageError(f"{args.video}: a frame folder has no video to draw an overlay on; leave out --out")
+    if args.json is not None:
+        check_output_file(args.json)
+    if args.out is not None and not folder_mode:
+        check_output_file(args.out)
+    if args.out is not None and folder_mode and args.out.exists() and not args.out.is_dir():
+        raise AvisUsageError(f"{args.out}: is a file; for a folder of videos, --out names the folder of overlays")
 
 
 def reuse_freed_memory() -> None:
@@ -198,20 +192,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (scores are probabilities), not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
     return int(text)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message.strip().splitlines()[0] if message.strip() else 'bad input'}", file=sys.stderr)
-    return BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Errors worded for the person who hits them: each message is one line naming the problem."""
+"""Errors worded for the person who hits them: each message is one line naming the problem and the file.
+
+One type per kind of failure, so that every entry point (the CLI, the app, training, evaluation, conversion) can
+catch them once (`entry_point.run_command`) and print that line with exit status 2. Anything else that escapes is a
+programming error and may trace.
+"""
 
 
 class AvisError(Exception):
@@ -6,8 +11,37 @@ class AvisError(Exception):
 
 
 class AvisInputError(AvisError, ValueError):
-    """The input media or data cannot be used (corrupt, empty, unsupported, malformed)."""
+    """Media the user gave cannot be used: a corrupt, empty, truncated or unsupported video, image or audio file."""
 
 
 class AvisCheckpointError(AvisError, ValueError):
-    """A checkpoint or model folder is not an AVISM checkpoint, or does not fit the configuration."""
+    """A model folder, Hub id or checkpoint is missing, corrupt, or not an AVISM one that fits its configuration."""
+
+
+class AvisDatasetError(AvisError, ValueError):
+    """An AVISeg-layout dataset is missing or malformed: its annotations JSON, a frame, an audio file."""
+
+
+class AvisEvaluationError(AvisError, ValueError):
+    """A ground-truth or results file that the evaluator cannot score."""
+
+
+class AvisUsageError(AvisError, ValueError):
+    """Arguments that cannot work: a value out of range, an output path that cannot be written."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+__all__ = [
+    "AvisCheckpointError",
+    "AvisDatasetError",
+    "AvisError",
+    "AvisEvaluationError",
+    "AvisInputError",
+    "AvisUsageError",
+    "one_line",
+]

@@ -28,7 +28,8 @@ def shortest_edge_size(height: int, width: int, shortest_edge: int, longest_edge
     if max(new_height, new_width) > longest_edge:
         shrink = longest_edge / max(new_height, new_width)
         new_height, new_width = new_height * shrink, new_width * shrink
-    return int(new_height + 0.5), int(new_width + 0.5)
+    # a side rounded to 0 (a frame thousands of times wider than high) is kept at 1 pixel: there is no 0-pixel frame
+    return max(int(new_height + 0.5), 1), max(int(new_width + 0.5), 1)
 
 
 class AvisImageProcessor(BaseImageProcessor):

@@ -18,7 +18,6 @@ The frames meet the model in exactly the chunks the one-shot `AvisModel.forward`
 """
 
 import contextlib
-import re
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .configuration_avis import AvisConfig
 from .errors import AvisCheckpointError
-from .modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel
+from .loading import load_model, load_processor
+from .modeling_avis import AvisModel
 from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
 from .processing_avis import AvisProcessor
 from .results import build_video_result
@@ -41,7 +40,6 @@ from .video_io import ProgressFn
 # The model the app and the CLI run when given none: a small AVISM trained on the sounding-shapes dataset, shipped in
 # the repository (its model card says how it was made).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "avis-sounding-shapes"
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
 # chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
 # page-faulted in afresh for every chunk.
@@ -429,27 +427,12 @@ class AvisVideoSegmenter:
         **kwargs,
     ) -> "AvisVideoSegmenter":
         """Loads a model folder written by `save_pretrained` (AvisModel or AvisForAudioVisualInstanceSegmentation),
-        or a Hub id, on `device` (CUDA when available if None). On CUDA the deformable attention runs the Hub's
-        kernel, or the PyTorch path when it cannot be fetched. The processor is the one saved with the model, else
-        `AvisProcessor.from_model_config`. Other keyword arguments go to `AvisVideoSegmenter`.
+        or a Hub id, on `device` (CUDA when available if None), with its processor (see `loading`). Other keyword
+        arguments go to `AvisVideoSegmenter`. Raises AvisCheckpointError, in one line, for a model it cannot load.
         """
         device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-        name = str(model_name_or_path)
-        config = _load_config(name)
-        model_class = (
-            AvisForAudioVisualInstanceSegmentation
-            if "AvisForAudioVisualInstanceSegmentation" in (config.architectures or [])
-            else AvisModel
-        )
-        try:
-            model = model_class.from_pretrained(name, use_kernels=device.type == "cuda", device_map=device)
-        except (OSError, ValueError, RuntimeError) as error:
-            raise AvisCheckpointError(
-                f"{name}: the model's weights could not be loaded ({_first_line(error)})"
-            ) from None
-        if isinstance(model, AvisForAudioVisualInstanceSegmentation):
-            model = model.model
-        return cls(model, _load_processor(name, config), autocast_dtype=autocast_dtype, **kwargs)
+        model = load_model(model_name_or_path, AvisModel, device)
+        return cls(model, load_processor(model_name_or_path, model.config), autocast_dtype=autocast_dtype, **kwargs)
 
     @torch.inference_mode()
     def __call__(
@@ -560,39 +543,6 @@ def _torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _load_config(name: str) -> AvisConfig:
-    """The AVISM config of a model folder or Hub id; AvisCheckpointError, in one line, when there is none."""
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise AvisCheckpointError(f"{name}: no config.json there; give a folder written by save_pretrained")
-    elif not HUB_ID.match(name):
-        raise AvisCheckpointError(f"{name}: there is no such model folder, and it is not a Hub id (owner/name)")
-    try:
-        config_dict, _ = AvisConfig.get_config_dict(name)
-    except (OSError, ValueError) as error:
-        raise AvisCheckpointError(f"{name}: the model could not be found ({_first_line(error)})") from None
-    if config_dict.get("model_type") != AvisConfig.model_type:
-        raise AvisCheckpointError(f"{name}: a {config_dict.get('model_type')!r} model, not an AVISM one")
-    return AvisConfig.from_pretrained(name)
-
-
-def _load_processor(name: str, config: AvisConfig) -> AvisProcessor:
-    """The processor saved with the model; a folder without one (or a Hub id without one) gets the model's own."""
-    folder = Path(name)
-    if folder.is_dir() and not (folder / "processor_config.json").is_file():
-        return AvisProcessor.from_model_config(config)
-    try:
-        return AvisProcessor.from_pretrained(name)
-    except (OSError, ValueError):
-        return AvisProcessor.from_model_config(config)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 __all__ = [

@@ -158,9 +158,12 @@ class AvisProcessor(ProcessorMixin):
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
         else:
-            # The audio is read whole (16 kHz mono float32: 4 MB a minute); frame k needs the second after it.
-            limit = max_duration if max_duration is not None else max_frames / fps if max_frames and fps else None
-            track = read_audio(path, self.feature_extractor.sampling_rate, None if limit is None else limit + 1.0)
+            # Frame k needs the second of sound after it, and frames are sampled within the picture: the sound is
+            # read (16 kHz mono float32: 4 MB a minute) to a second past the last frame, however long its track.
+            limit = min(info.duration, math.inf if max_duration is None else max_duration)
+            if max_frames is not None and fps is not None:
+                limit = min(limit, max_frames / fps)
+            track = read_audio(path, self.feature_extractor.sampling_rate, limit + 1.0)
             if track is None:
                 notes.append(
                     f"{path.name} has no audio track: every frame was given the silent (all-zero) audio example"
@@ -192,7 +195,8 @@ class AvisProcessor(ProcessorMixin):
             audio.check_covers(len(paths))
         else:
             wav = split / "WAVAudios" / f"{folder.name}.wav"
-            track = read_audio(wav, self.feature_extractor.sampling_rate) if wav.is_file() else None
+            seconds = len(paths) / fps + 1.0
+            track = read_audio(wav, self.feature_extractor.sampling_rate, seconds) if wav.is_file() else None
             if track is None:
                 notes.append(
                     f"{folder.name} has no FEATAudios/{folder.name}.npy or WAVAudios/{folder.name}.wav beside it: "

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .outputs import write_text_atomically
 from .tracks import AvisTrack, AvisVideoResult, encode_mask
 
 
@@ -87,7 +88,7 @@ def results_json_entries(result: AvisVideoResult, video_id: int) -> list[dict]:
 def write_results_json(results: Mapping[int, AvisVideoResult], path: str | Path) -> None:
     """Writes the AVIS results JSON of several videos, keyed by their dataset `video_id`, in the mapping's order."""
     entries = [entry for video_id, result in results.items() for entry in results_json_entries(result, video_id)]
-    Path(path).write_text(json.dumps(entries))
+    write_text_atomically(path, json.dumps(entries))
 
 
 def track_summary(result: AvisVideoResult) -> list[dict]:
@@ -124,7 +125,7 @@ def write_track_summary(result: AvisVideoResult, path: str | Path) -> None:
         "timestamps": [float(t) for t in result.timestamps],
         "tracks": track_summary(result),
     }
-    Path(path).write_text(json.dumps(document, indent=1))
+    write_text_atomically(path, json.dumps(document, indent=1))
 
 
 def _to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

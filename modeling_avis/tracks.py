@@ -1,13 +1,17 @@
 """Tracked sounding objects: what the model's post-processing hands to renderers, writers and metrics.
 
 Masks are kept as compressed COCO RLE, one per sampled frame, so a long video's tracks stay small; `mask(t)`
-decodes one frame when a renderer needs it.
+decodes one frame when a renderer needs it. The RLE helpers here are the one home of that format: encoding,
+decoding, areas, and checking RLEs that come from files.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+# RLEs per pycocotools `area` call (see `mask_areas`).
+AREA_BATCH = 255
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -19,6 +23,69 @@ def encode_mask(mask: np.ndarray) -> dict:
 def decode_mask(rle: dict) -> np.ndarray:
     """The (H, W) bool mask of a compressed COCO RLE."""
     return mask_utils.decode(_as_bytes(rle)).astype(bool)
+
+
+def mask_areas(rles: list[dict]) -> np.ndarray:
+    """Pixels of each compressed RLE's mask, (N,) int64.
+
+    pycocotools 2.0.11's `area` counts its inputs in a uint8 and fails on 256 or more (a track over 255 sampled
+    frames), so it is called on batches below that.
+    """
+    areas = [
+        mask_utils.area([_as_bytes(rle) for rle in rles[start : start + AREA_BATCH]])
+        for start in range(0, len(rles), AREA_BATCH)
+    ]
+    return np.concatenate(areas).astype(np.int64) if areas else np.zeros(0, dtype=np.int64)
+
+
+def run_lengths(counts: str | bytes) -> np.ndarray:
+    """The run lengths (int64) that a compressed COCO RLE string encodes, read as pycocotools' `rleFrString` reads
+    them; ValueError for a string it would misread (characters outside its alphabet, a number cut off or over 32
+    bits, a negative run).
+
+    Each run is a little-endian number of 5-bit groups, one per character ('0' + group, with 0x20 set on every
+    character but a number's last, whose 0x10 bit is its sign); from the third run on, each is stored as the
+    difference from the run two before it.
+    """
+    codes = np.frombuffer(counts.encode("latin-1") if isinstance(counts, str) else counts, dtype=np.uint8)
+    codes = codes.astype(np.int64) - ord("0")
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    if codes.min() < 0 or codes.max() > 63:
+        raise ValueError("it has characters outside the RLE alphabet ('0' to 'o')")
+    last = (codes & 0x20) == 0  # the character that ends a number
+    if not last[-1]:
+        raise ValueError("its last number is cut off")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    digits = ends - starts + 1
+    if digits.max() > 7:
+        raise ValueError("it has a number over 32 bits")
+    shifts = 5 * (np.arange(len(codes)) - np.repeat(starts, digits))
+    values = np.add.reduceat((codes & 0x1F) << shifts, starts)
+    values -= np.where(codes[ends] & 0x10, 1 << (5 * digits), 0)  # the sign bit: x |= -1 << 5k
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    if runs.min() < 0:
+        raise ValueError("it has a negative run")
+    return runs
+
+
+def check_rle(rle: object, height: int, width: int) -> None:
+    """ValueError, worded for a message, unless `rle` is a compressed COCO RLE `{size: [height, width], counts:
+    str}` whose runs cover exactly height x width pixels (pycocotools would read garbage counts as huge masks)."""
+    if not (isinstance(rle, dict) and isinstance(rle.get("counts"), str)):
+        raise ValueError("expected a compressed RLE {size, counts: str}")
+    size = rle.get("size")
+    if not (isinstance(size, list | tuple) and list(size) == [height, width]):
+        raise ValueError(f"mask size {size} is not {height}x{width}")
+    try:
+        covered = int(run_lengths(rle["counts"]).sum())
+    except (ValueError, UnicodeEncodeError) as error:
+        raise ValueError(f"its counts are not a compressed RLE: {error}") from None
+    if covered != height * width:
+        raise ValueError(f"its counts cover {covered} pixels, not {height}x{width}")
 
 
 @dataclass
@@ -42,7 +109,7 @@ class AvisTrack:
 
     def areas(self) -> np.ndarray:
         """Pixels of the mask in each sampled frame, (T,) int64."""
-        return np.asarray(mask_utils.area([_as_bytes(s) for s in self.segmentations]), dtype=np.int64)
+        return mask_areas(self.segmentations)
 
 
 @dataclass
@@ -72,4 +139,4 @@ def _as_bytes(rle: dict) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
-__all__ = ["AvisTrack", "AvisVideoResult", "decode_mask", "encode_mask"]
+__all__ = ["AvisTrack", "AvisVideoResult", "check_rle", "decode_mask", "encode_mask", "mask_areas", "run_lengths"]

@@ -31,6 +31,9 @@ from .errors import AvisInputError
 # refused before decoding; every frame is resized to a few hundred pixels right after decoding anyway.
 MAX_FRAME_PIXELS = 8192 * 4320
 
+# FFmpeg's demuxers of still images: "image2" for image files by name, "<codec>_pipe" for png, jpeg, webp, bmp ...
+STILL_IMAGE_FORMATS = ("image2",)
+
 ProgressFn = Callable[[float, str], None]
 """progress(fraction in [0, 1], what is happening): how long-running steps (inference, rendering) report."""
 
@@ -92,6 +95,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Opens `path`, checks it holds a decodable video stream of a sane size, decodes its first frame (for the display
     rotation) and reports what the container says."""
     with _open_media(path) as container:
+        if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+            raise AvisInputError(f"{_name(path)}: an image, not a video; give a video file with its sound")
         stream = _video_stream(container, path)
         context = stream.codec_context
         if context.width * context.height > MAX_FRAME_PIXELS:

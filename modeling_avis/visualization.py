@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .errors import AvisInputError
+from .errors import AvisInputError, AvisUsageError
+from .outputs import atomic_file
 from .tracks import AvisVideoResult
 from .video_io import ProgressFn, VideoInfo, frame_to_rgb
 
@@ -138,61 +139,86 @@ def transcode(
 ) -> None:
     """Re-encode `video` as an H.264 (yuv420p) + AAC mp4, passing every video frame, upright, through `paint`.
 
-    The output keeps the source's frame rate and frame times; the sound is re-encoded to AAC (a source without an
-    audio track gives an output without one). yuv420p needs even sizes, so an odd last row or column is cropped.
+    The output keeps every source frame at its own time: its clock is the source stream's own time base, so the
+    millisecond timestamps of a variable-frame-rate phone video stay distinct (frames come out in order, strictly
+    increasing). The sound is re-encoded to AAC up to the end of the picture (a source without an audio track gives
+    an output without one). yuv420p needs even sizes, so an odd last row or column is repeated once.
     until: keep only this many seconds from the first video frame.
+    The file appears at `destination` only once complete; a failure leaves nothing there.
     """
-    width, height = video.width // 2 * 2, video.height // 2 * 2
-    end = video.start_time + until if until is not None else float("inf")
-    rate = video.fps or video.base_fps or 25.0
-    expected_frames = max(1, round(min(video.duration, until or video.duration) * rate))
-    try:
-        with (
-            av.open(video.path) as source,
-            av.open(str(destination), "w", format="mp4", options={"movflags": "+faststart"}) as output,
-        ):
-            video_in = source.streams.video[0]
-            audio_in = source.streams.audio[0] if source.streams.audio else None
+    width, height = video.width + video.width % 2, video.height + video.height % 2
+    length = video.duration if until is None else min(until, video.duration)
+    end = video.start_time + length
+    expected_frames = max(1, round(length * (video.fps or video.base_fps or 25.0)))
+    with atomic_file(destination) as partial, av.open(video.path) as source:
+        video_in = source.streams.video[0]
+        audio_in = source.streams.audio[0] if source.streams.audio else None
+        try:
+            output = av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"})
+        except av.FFmpegError as error:
+            raise AvisUsageError(f"{destination}: cannot be written ({error.strerror})") from None
+        with output:
             video_out = output.add_stream(
                 "libx264", rate=video_in.average_rate or video_in.guessed_rate, options=X264_OPTIONS
             )
             video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
-            video_out.time_base = video_in.time_base
+            video_out.codec_context.time_base = video_out.time_base = video_in.time_base
             audio_out = _add_aac_stream(output, audio_in) if audio_in is not None else None
-            first_video_pts = None
-            frames_done = 0
-            for frame in _timed_frames(source, video_in, audio_in):
+            first_pts, last_pts, frames_done = None, None, 0
+            for frame in _timed_frames(video, source, video_in, audio_in):
                 if frame.time >= end + INTERLEAVING_SLACK:
                     break
-                if frame.time >= end:
+                if frame.time >= end - TIME_TOLERANCE:
                     continue
                 if isinstance(frame, av.AudioFrame):
                     if frame.time >= video.start_time:
                         # The output's clock starts at the first video frame, for the sound as for the picture.
                         frame.pts -= round(video.start_time / frame.time_base)
-                        output.mux(audio_out.encode(frame))
+                        _encode(output, audio_out, frame, video)
                     continue
-                first_video_pts = frame.pts if first_video_pts is None else first_video_pts
-                image = paint(frame_to_rgb(frame), frame.time - video.start_time)[:height, :width]
-                painted = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                painted.pts, painted.time_base = frame.pts - first_video_pts, frame.time_base
-                output.mux(video_out.encode(painted))
+                first_pts = frame.pts if first_pts is None else first_pts
+                last_pts = frame.pts - first_pts if last_pts is None else max(frame.pts - first_pts, last_pts + 1)
+                image = _even(paint(frame_to_rgb(frame), frame.time - video.start_time), height, width)
+                painted = av.VideoFrame.from_ndarray(image, format="rgb24")
+                painted.pts, painted.time_base = last_pts, video_in.time_base
+                _encode(output, video_out, painted, video)
                 frames_done += 1
                 if progress is not None:
                     progress(min(frames_done / expected_frames, 1.0), description)
-            output.mux(video_out.encode())
-            if audio_out is not None:
-                output.mux(audio_out.encode())
-    except av.FFmpegError as error:
-        raise AvisInputError(f"{video.name} could not be decoded to the end ({error.strerror})") from None
+            for stream in (video_out, audio_out):
+                if stream is not None:
+                    _encode(output, stream, None, video)
 
 
-def _timed_frames(source: av.container.InputContainer, *streams):
+def _timed_frames(video: VideoInfo, source: av.container.InputContainer, *streams):
     """Video and audio frames in the order the file interleaves them, frames without a time left out."""
-    for packet in source.demux(*(stream for stream in streams if stream is not None)):
-        for frame in packet.decode():
-            if frame.time is not None:
-                yield frame
+    done = 0
+    try:
+        for packet in source.demux(*(stream for stream in streams if stream is not None)):
+            for frame in packet.decode():
+                if frame.time is not None:
+                    done += isinstance(frame, av.VideoFrame)
+                    yield frame
+    except av.FFmpegError as error:
+        raise AvisInputError(
+            f"{video.name}: the video is corrupt or truncated: decoding failed after {done} frames ({error.strerror})"
+        ) from None
+
+
+def _encode(output: av.container.OutputContainer, stream, frame, video: VideoInfo) -> None:
+    """Encodes a frame (None: flushes the encoder) and writes its packets; an encoder's refusal in one line."""
+    try:
+        output.mux(stream.encode(frame))
+    except av.FFmpegError as error:
+        raise AvisInputError(f"{video.name}: its overlay could not be encoded ({error.strerror})") from None
+
+
+def _even(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`image` with its last row and column repeated up to (height, width), contiguous, for the encoder."""
+    rows, columns = height - image.shape[0], width - image.shape[1]
+    if rows or columns:
+        image = np.pad(image, ((0, rows), (0, columns), (0, 0)), mode="edge")
+    return np.ascontiguousarray(image)
 
 
 def _add_aac_stream(output: av.container.OutputContainer, audio_in: av.audio.stream.AudioStream):

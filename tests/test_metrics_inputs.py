@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling_avis.errors import AvisInputError
+from modeling_avis.errors import AvisError, AvisInputError
 from training.evaluation import AvisEvaluationError, evaluate_predictions
 from training.evaluation.__main__ import main
 
@@ -169,8 +169,8 @@ def test_bad_input_raises_one_line_naming_file_and_entry(tmp_path, gt, predictio
     assert str(caught.value) == message
 
 
-def test_evaluation_errors_are_input_errors():
-    assert issubclass(AvisEvaluationError, AvisInputError)
+def test_evaluation_errors_are_the_errors_every_entry_point_reports_in_one_line():
+    assert issubclass(AvisEvaluationError, AvisError) and not issubclass(AvisEvaluationError, AvisInputError)
 
 
 def test_missing_file_is_named(tmp_path):

@@ -75,5 +75,5 @@ def test_a_checkpoint_of_another_size_is_an_error():
 def test_a_file_that_is_no_checkpoint_is_an_error(tmp_path):
     path = tmp_path / "model.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(AvisCheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(AvisCheckpointError, match="not a readable PyTorch file"):
         load_original_state_dict(path)

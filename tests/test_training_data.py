@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from modeling_avis.configuration_avis import AvisConfig
-from modeling_avis.errors import AvisInputError
+from modeling_avis.errors import AvisDatasetError
 from modeling_avis.loss_avis import AvisLoss
 from training.augmentation import ClipAugmentation, Crop, HorizontalFlip, Resize
 from training.data import (
@@ -143,10 +143,10 @@ def test_polygons_with_fewer_than_three_points_are_dropped():
     assert normalize_segmentation(None, HEIGHT, WIDTH) is None
 
 
-def test_unusable_annotations_raise_an_input_error(tmp_path):
-    with pytest.raises(AvisInputError, match="no AVISeg annotations"):
+def test_unusable_annotations_raise_a_dataset_error(tmp_path):
+    with pytest.raises(AvisDatasetError, match="train.json: no such AVISeg annotations file"):
         load_aviseg_split(tmp_path, "train")
-    with pytest.raises(AvisInputError, match="does not fit"):
+    with pytest.raises(ValueError, match="does not fit"):
         normalize_segmentation({"size": [HEIGHT + 1, WIDTH], "counts": [0, 10]}, HEIGHT, WIDTH)
 
 

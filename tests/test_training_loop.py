@@ -51,7 +51,7 @@ def train_args(root, output_dir, *extra: str) -> list[str]:
 
 def test_training_halves_the_loss_on_a_tiny_dataset(aviseg_root, tmp_path):
     # The recipe's optimizer as is (lr 1e-4, clipping at 0.01, backbone x0.1), 200 steps of 2 clips.
-    history = train.main(train_args(aviseg_root, tmp_path, "--max-train-steps", "200", "--lr-steps"))
+    history = train.train(train_args(aviseg_root, tmp_path, "--max-train-steps", "200", "--lr-steps"))
     losses = np.array([record["loss"] for record in history])
     assert len(losses) == 200
     assert all(np.isfinite(record[key]) for record in history for key in train.LOSS_GROUPS + ("grad_norm",))
@@ -64,14 +64,14 @@ def test_resumed_run_repeats_the_uninterrupted_losses(aviseg_root, tmp_path):
     # 1 clip x 2 accumulated per step, 4 clips: 2 steps per epoch; the checkpoint of step 3 is mid-epoch.
     common = ("--max-train-steps", "8", "--batch-size", "1", "--gradient-accumulation-steps", "2",
               "--checkpointing-steps", "3", "--lr-steps", "5", "--warmup-factor", "0.1", "--warmup-iters", "4")  # fmt: skip
-    uninterrupted = train.main(train_args(aviseg_root, tmp_path / "a", *common))
+    uninterrupted = train.train(train_args(aviseg_root, tmp_path / "a", *common))
     AcceleratorState._reset_state(reset_partial_state=True)
-    stopped = train.main(train_args(aviseg_root, tmp_path / "b", *common, "--max-steps-this-run", "5"))
+    stopped = train.train(train_args(aviseg_root, tmp_path / "b", *common, "--max-steps-this-run", "5"))
     progress = json.loads((tmp_path / "b/checkpoints/step_00000003" / train.PROGRESS_FILE).read_text())
     assert (progress["step"], progress["epoch"], progress["batches_in_epoch"]) == (3, 1, 2)
     assert not (tmp_path / "b/checkpoints/step_00000006").exists()
     AcceleratorState._reset_state(reset_partial_state=True)
-    resumed = train.main(train_args(aviseg_root, tmp_path / "b", *common, "--resume-from-checkpoint", "latest"))
+    resumed = train.train(train_args(aviseg_root, tmp_path / "b", *common, "--resume-from-checkpoint", "latest"))
 
     def losses(history):
         return {record["step"]: [record[key] for key in train.LOSS_GROUPS + ("lr",)] for record in history}
@@ -89,14 +89,14 @@ def test_resumed_run_repeats_the_uninterrupted_losses(aviseg_root, tmp_path):
     AcceleratorState._reset_state(reset_partial_state=True)
     changed = [*common, "--resume-from-checkpoint", "latest", "--gradient-accumulation-steps", "1"]
     with pytest.raises(AvisCheckpointError, match="resume with the same processes and batch sizes"):
-        train.main(train_args(aviseg_root, tmp_path / "b", *changed))
+        train.train(train_args(aviseg_root, tmp_path / "b", *changed))
 
 
 def test_clips_do_not_depend_on_the_number_of_data_workers(aviseg_root, tmp_path):
     runs = []
     for workers in ("0", "2"):
         args = train_args(aviseg_root, tmp_path / workers, "--max-train-steps", "3", "--num-workers", workers)
-        runs.append([record["loss"] for record in train.main(args)])
+        runs.append([record["loss"] for record in train.train(args)])
         AcceleratorState._reset_state(reset_partial_state=True)
     assert runs[0] == runs[1]
 
@@ -115,7 +115,7 @@ def test_each_step_clips_the_whole_gradient_and_uses_the_recipe_parameter_groups
 
     handle = register_optimizer_step_pre_hook(record)
     try:
-        history = train.main(train_args(aviseg_root, tmp_path, "--max-train-steps", "2"))
+        history = train.train(train_args(aviseg_root, tmp_path, "--max-train-steps", "2"))
     finally:
         handle.remove()
     assert len(seen) == 2
@@ -137,7 +137,7 @@ def test_fine_tuning_from_a_saved_model_evaluates_periodically_and_saves_the_res
     start.save_pretrained(tmp_path / "start")
     args = train_args(aviseg_root, tmp_path / "out", "--max-train-steps", "2", "--eval-split", "val")
     args[:2] = ["--model", str(tmp_path / "start")]
-    history = train.main([*args, "--eval-steps", "1", "--eval-short-edge", "64"])
+    history = train.train([*args, "--eval-steps", "1", "--eval-short-edge", "64"])
     assert [record["step"] for record in history] == [1, 2]
     assert all(np.isfinite(record[key]) for record in history for key in train.LOSS_GROUPS)
     for step in (1, 2):

@@ -124,10 +124,12 @@ def test_video_without_audio_gives_an_overlay_without_audio(tmp_path):
     assert "audio" not in summary and summary["video"]["frames"] == NUM_FRAMES
 
 
-def test_odd_sized_video_is_cropped_to_even_for_yuv420p(tmp_path):
+def test_odd_sized_video_is_padded_to_even_for_yuv420p_with_its_last_row_and_column_repeated(tmp_path):
     video = probe_video(write_video(tmp_path / "odd.mkv", width=97, height=65, video_codec="mpeg4"))
     transcode(video, tmp_path / "even.mp4", lambda image, time: image, no_progress)
-    assert stream_summary(tmp_path / "even.mp4")["video"]["size"] == (96, 64)
+    assert stream_summary(tmp_path / "even.mp4")["video"]["size"] == (98, 66)
+    frame = decode_rgb(tmp_path / "even.mp4")[0].astype(int)
+    assert np.abs(frame[:, -1] - frame[:, -2]).max() <= 6 and np.abs(frame[-1] - frame[-2]).max() <= 6
 
 
 def test_trim_keeps_only_the_first_seconds_with_sound(tmp_path, video):

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         AvisConfig(**DEFAULT_MODEL_CONFIG).to_json_file(config_path)
         shutil.rmtree(run, ignore_errors=True)
         start = time.perf_counter()
-        train.main(training_arguments(config_path, data, run))
+        train.train(training_arguments(config_path, data, run))
         (run / TIMING_FILE).write_text(json.dumps({"seconds": time.perf_counter() - start, "steps": TRAIN_STEPS}))
     timing = json.loads((run / TIMING_FILE).read_text())
 

@@ -22,8 +22,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from modeling_avis.configuration_avis import AvisConfig
-from modeling_avis.errors import AvisInputError
+from modeling_avis.errors import AvisDatasetError
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
+from modeling_avis.tracks import check_rle
 from modeling_avis.video_io import read_audio
 
 from .augmentation import ClipAugmentation, FrameTransform
@@ -81,12 +82,18 @@ def normalize_segmentation(segmentation, height: int, width: int) -> Segmentatio
 
 
 def _compressed_rle(rle: dict, height: int, width: int) -> dict:
-    if tuple(rle["size"]) != (height, width):
-        raise AvisInputError(f"an RLE mask of size {rle['size']} does not fit its {height}x{width} video")
-    if isinstance(rle["counts"], list):
+    """An RLE of the annotations (run lengths, or compressed counts) as pycocotools' compressed RLE, once checked to
+    cover the video's frame exactly (ValueError otherwise)."""
+    if list(rle.get("size", ())) != [height, width]:
+        raise ValueError(f"an RLE mask of size {rle.get('size')} does not fit its {height}x{width} video")
+    counts = rle.get("counts")
+    if isinstance(counts, list):
+        if sum(counts) != height * width or min(counts, default=0) < 0:
+            raise ValueError(f"RLE run lengths that do not cover its {height}x{width} frame")
         return mask_utils.frPyObjects(rle, height, width)
-    counts = rle["counts"]
-    return {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+    counts = counts.decode("latin-1") if isinstance(counts, bytes) else counts
+    check_rle({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": counts.encode("latin-1")}
 
 
 def rasterize_polygons(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
@@ -95,12 +102,14 @@ def rasterize_polygons(polygons: list[list[float]], height: int, width: int) -> 
 
 
 def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
-    """The videos of `<root>/<split>.json`, sorted by id, with categories mapped to [0, K) in id order."""
+    """The videos of `<root>/<split>.json`, sorted by id, with categories mapped to [0, K) in id order.
+
+    The annotations are checked, and every frame file is looked for, before anything is trained on: a missing or
+    malformed piece is an AvisDatasetError naming the file and the video.
+    """
     root = Path(root)
     annotation_path = root / f"{split}.json"
-    if not annotation_path.is_file():
-        raise AvisInputError(f"no AVISeg annotations at {annotation_path}")
-    dataset = json.loads(annotation_path.read_text())
+    dataset = _read_dataset_json(annotation_path)
     label_of = {
         category["id"]: index for index, category in enumerate(sorted(dataset["categories"], key=itemgetter("id")))
     }
@@ -112,25 +121,43 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
         height, width, length = video["height"], video["width"], video["length"]
         name = video["file_names"][0].split("/")[0]
         annotations = [a for a in annotations_of.get(video["id"], []) if not a.get("iscrowd", 0)]
-        if any(len(annotation["segmentations"]) != length for annotation in annotations):
-            raise AvisInputError(f"an annotation of video {name!r} does not have one segmentation per frame")
-        if any(annotation["category_id"] not in label_of for annotation in annotations):
-            raise AvisInputError(f"an annotation of video {name!r} has a category missing from {annotation_path}")
-        instances = tuple(
-            AvisegInstance(
-                track_id=annotation["id"],
-                label=label_of[annotation["category_id"]],
-                segmentations=tuple(
-                    normalize_segmentation(segmentation, height, width) for segmentation in annotation["segmentations"]
-                ),
+        if len(video["file_names"]) != length:
+            raise AvisDatasetError(
+                f"{annotation_path}: video {name!r} has {len(video['file_names'])} frames, not its length {length}"
             )
-            for annotation in annotations
-        )
+        if any(len(annotation["segmentations"]) != length for annotation in annotations):
+            raise AvisDatasetError(
+                f"{annotation_path}: an annotation of video {name!r} does not have one segmentation per frame"
+            )
+        if any(annotation["category_id"] not in label_of for annotation in annotations):
+            raise AvisDatasetError(
+                f"{annotation_path}: an annotation of video {name!r} has a category it does not list"
+            )
+        frame_paths = tuple(root / split / "JPEGImages" / file_name for file_name in video["file_names"])
+        missing = next((path for path in frame_paths if not path.is_file()), None)
+        if missing is not None:
+            raise AvisDatasetError(f"{missing}: no such frame (video {name!r} of {annotation_path.name})")
+        try:
+            instances = tuple(
+                AvisegInstance(
+                    track_id=annotation["id"],
+                    label=label_of[annotation["category_id"]],
+                    segmentations=tuple(
+                        normalize_segmentation(segmentation, height, width)
+                        for segmentation in annotation["segmentations"]
+                    ),
+                )
+                for annotation in annotations
+            )
+        except (ValueError, TypeError) as error:
+            raise AvisDatasetError(
+                f"{annotation_path}: an annotation of video {name!r} is unusable ({error})"
+            ) from None
         videos.append(
             AvisegVideo(
                 video_id=video["id"],
                 name=name,
-                frame_paths=tuple(root / split / "JPEGImages" / file_name for file_name in video["file_names"]),
+                frame_paths=frame_paths,
                 height=height,
                 width=width,
                 audio_features_path=root / split / "FEATAudios" / f"{name}.npy",
@@ -139,6 +166,38 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
             )
         )
     return videos
+
+
+# The fields every entry of an AVISeg annotations file needs, by list.
+REQUIRED_FIELDS = {
+    "categories": ("id",),
+    "videos": ("id", "file_names", "height", "width", "length"),
+    "annotations": ("id", "video_id", "category_id", "segmentations"),
+}
+
+
+def _read_dataset_json(path: Path) -> dict:
+    """An AVISeg annotations file, checked to have the lists and fields `load_aviseg_split` reads."""
+    if not path.is_file():
+        raise AvisDatasetError(f"{path}: no such AVISeg annotations file")
+    try:
+        dataset = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AvisDatasetError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(dataset, dict):
+        raise AvisDatasetError(f"{path}: expected a JSON object with categories, videos and annotations")
+    for key, fields in REQUIRED_FIELDS.items():
+        entries = dataset.get(key)
+        if not isinstance(entries, list):
+            raise AvisDatasetError(f"{path}: no '{key}' list")
+        for index, entry in enumerate(entries):
+            absent = [field for field in fields if not isinstance(entry, dict) or field not in entry]
+            if absent:
+                raise AvisDatasetError(f"{path}: {key}[{index}] has no '{absent[0]}'")
+    for index, video in enumerate(dataset["videos"]):
+        if not (isinstance(video["file_names"], list) and video["file_names"]):
+            raise AvisDatasetError(f"{path}: videos[{index}] has no frame file names")
+    return dataset
 
 
 def is_annotated(video: AvisegVideo) -> bool:
@@ -169,17 +228,17 @@ def read_frame(path: Path) -> Tensor:
         with Image.open(path) as image:
             rgb = ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, ValueError) as error:
-        raise AvisInputError(f"cannot read the frame {path}: {error}") from error
+        raise AvisDatasetError(f"cannot read the frame {path}: {error}") from error
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
 
 
 def load_audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
     """The (T, 128) float32 audio features of the given frames, from the video's FEATAudios file."""
     if not video.audio_features_path.is_file():
-        raise AvisInputError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
+        raise AvisDatasetError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
     features = np.load(video.audio_features_path)
     if features.ndim != 2 or features.shape[0] < len(video.frame_paths):
-        raise AvisInputError(
+        raise AvisDatasetError(
             f"{video.audio_features_path} has shape {features.shape}; "
             f"expected one row per frame ({len(video.frame_paths)})"
         )
@@ -193,7 +252,7 @@ def load_audio_log_mel(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
     feature extraction (`wavfile_to_examples`).
     """
     if not video.wav_path.is_file():
-        raise AvisInputError(f"no audio for video {video.name!r} at {video.wav_path}")
+        raise AvisDatasetError(f"no audio for video {video.name!r} at {video.wav_path}")
     extractor = AvisFeatureExtractor()
     audio = read_audio(video.wav_path, extractor.sampling_rate)
     samples, start = (np.zeros(0, np.float32), 0.0) if audio is None else (audio.samples, audio.start)
@@ -232,6 +291,12 @@ class AvisegClipDataset(Dataset):
         audio_input: str = "audio_features",
     ):
         self.videos = [video for video in load_aviseg_split(root, split) if is_annotated(video)]
+        for video in self.videos:  # looked for now, not in a data-loading worker hours into training
+            audio_path = video.audio_features_path if audio_input == "audio_features" else video.wav_path
+            if not audio_path.is_file():
+                raise AvisDatasetError(
+                    f"{audio_path}: no such audio file (video {video.name!r}; the model reads {audio_input})"
+                )
         self.audio_input = audio_input
         self.num_frames = num_frames
         self.frame_range = frame_range
@@ -282,7 +347,7 @@ class AvisegClipDataset(Dataset):
     def _frame(video: AvisegVideo, frame_index: int) -> Tensor:
         frame = read_frame(video.frame_paths[frame_index])
         if tuple(frame.shape[1:]) != (video.height, video.width):
-            raise AvisInputError(
+            raise AvisDatasetError(
                 f"frame {video.frame_paths[frame_index]} is {frame.shape[2]}x{frame.shape[1]}, "
                 f"its video says {video.width}x{video.height}"
             )

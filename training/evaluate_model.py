@@ -21,10 +21,12 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
 
-from modeling_avis.errors import AvisError, AvisInputError
+from modeling_avis.entry_point import OneLineArgumentParser, run_command
+from modeling_avis.errors import AvisInputError
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.image_processing_avis import shortest_edge_size
-from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
+from modeling_avis.loading import load_model
+from modeling_avis.outputs import check_output_file, write_text_atomically
 from modeling_avis.post_processing_avis import instance_mask_chunks, score_instances
 from modeling_avis.tracks import encode_mask
 
@@ -161,7 +163,7 @@ def evaluate_model(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate_model", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m training.evaluate_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (save_pretrained of AVISM)")
     parser.add_argument("--data", required=True, help="the AVISeg root: <root>/<split>.json, <root>/<split>/...")
     parser.add_argument("--split", default="val", help="the split to evaluate (default: val)")
@@ -182,21 +184,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run_command(lambda: evaluate_from_command_line(parse_args(argv)))
+
+
+def evaluate_from_command_line(args: argparse.Namespace) -> None:
+    for output in (args.json, args.metrics_json):
+        if output:
+            check_output_file(output)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    try:
-        model = AvisForAudioVisualInstanceSegmentation.from_pretrained(args.model).to(accelerator.device)
-        metrics, results = evaluate_model(model, args.data, args.split, accelerator, args.short_edge, args.mute_audio)
-    except AvisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model = load_model(args.model, device=accelerator.device)
+    metrics, results = evaluate_model(model, args.data, args.split, accelerator, args.short_edge, args.mute_audio)
     if accelerator.is_main_process:
         print(format_metrics_table(metrics))
         if args.json:
-            Path(args.json).write_text(json.dumps(results))
+            write_text_atomically(args.json, json.dumps(results))
         if args.metrics_json:
-            Path(args.metrics_json).write_text(json.dumps(metrics, indent=1))
-    return 0
+            write_text_atomically(args.metrics_json, json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":

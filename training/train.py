@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import re
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from modeling_avis.configuration_avis import PRESETS, AvisConfig
-from modeling_avis.errors import AvisCheckpointError
+from modeling_avis.entry_point import OneLineArgumentParser, run_command
+from modeling_avis.errors import AvisCheckpointError, one_line
+from modeling_avis.loading import LOADING_ERRORS, load_config_file, load_model
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 
 from .augmentation import ClipAugmentation
@@ -46,7 +49,7 @@ NEW_BACKBONE_KEYS = ("hidden_states_norms.",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     model = parser.add_argument_group("model").add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="fine-tune this model folder (save_pretrained of AVISM, e.g. a converted one)")
     model.add_argument("--config", help="train from scratch with this AvisConfig JSON")
@@ -112,6 +115,15 @@ def load_backbone_weights(model: AvisForAudioVisualInstanceSegmentation, path: s
     """
     backbone = model.model.backbone
     path = Path(path)
+    try:
+        _load_backbone_weights(backbone, path)
+    except AvisCheckpointError:
+        raise
+    except LOADING_ERRORS as error:
+        raise AvisCheckpointError(f"{path}: the backbone weights could not be read ({one_line(error)})") from None
+
+
+def _load_backbone_weights(backbone, path: Path) -> None:
     if path.is_dir():
         loaded, info = type(backbone).from_pretrained(
             path, config=backbone.config, output_loading_info=True, ignore_mismatched_sizes=True
@@ -136,8 +148,8 @@ def load_backbone_weights(model: AvisForAudioVisualInstanceSegmentation, path: s
 def build_model(args: argparse.Namespace) -> AvisForAudioVisualInstanceSegmentation:
     """The model to train: a saved AVISM, or a new one (random head) with the given backbone weights."""
     if args.model:
-        return AvisForAudioVisualInstanceSegmentation.from_pretrained(args.model)
-    config = AvisConfig.from_json_file(args.config) if args.config else AvisConfig.from_preset(args.preset)
+        return load_model(args.model)
+    config = load_config_file(args.config) if args.config else AvisConfig.from_preset(args.preset)
     model = AvisForAudioVisualInstanceSegmentation(config)
     if args.backbone_weights:
         load_backbone_weights(model, args.backbone_weights)
@@ -164,6 +176,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict) 
 
 def load_checkpoint(accelerator: Accelerator, folder: Path, layout: dict) -> dict:
     """Restore a checkpoint saved by `save_checkpoint`; its data position must mean the same in this run."""
+    if not (folder / PROGRESS_FILE).is_file():
+        raise AvisCheckpointError(f"{folder}: not a complete training checkpoint (it has no {PROGRESS_FILE})")
     progress = json.loads((folder / PROGRESS_FILE).read_text())
     if progress["layout"] != layout:
         raise AvisCheckpointError(
@@ -210,7 +224,16 @@ def evaluate(accelerator: Accelerator, model, args: argparse.Namespace, step: in
     accelerator.wait_for_everyone()
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> int:
+    """The command line: trains, and returns the exit status (a bad dataset, model or checkpoint: one line, 2)."""
+
+    def run() -> None:
+        train(argv)
+
+    return run_command(run)
+
+
+def train(argv: list[str] | None = None) -> list[dict]:
     """Runs the training; returns the log of every optimizer step of this run (step, loss terms, lr, ...)."""
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
@@ -363,4 +386,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Benchmark metrics of AVIS: FSLA, HOTA and mAP, equal to the original evaluator's numbers."""
 
+from modeling_avis.errors import AvisEvaluationError
+
 from .evaluate import METRIC_KEYS, evaluate_predictions, format_metrics_table
-from .inputs import AvisEvaluationError
 
 __all__ = ["METRIC_KEYS", "AvisEvaluationError", "evaluate_predictions", "format_metrics_table"]

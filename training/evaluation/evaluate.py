@@ -22,7 +22,7 @@ def evaluate_predictions(gt: str | Path | dict, predictions: str | Path | list) 
     gt: an AVISeg-format ground-truth JSON, as a path or the parsed dict.
     predictions: AVIS results (a list of {video_id, score, category_id (dataset id), segmentations: one
         compressed RLE or null per frame}), as a path or the parsed list.
-    Raises AvisEvaluationError (an AvisInputError) naming the file and entry when an input cannot be scored.
+    Raises AvisEvaluationError naming the file and entry when an input cannot be scored.
     """
     ground_truth = load_ground_truth(gt)
     tracks = load_predictions(predictions, ground_truth)

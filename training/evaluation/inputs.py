@@ -14,11 +14,8 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
-from modeling_avis.errors import AvisInputError
-
-
-class AvisEvaluationError(AvisInputError):
-    """A ground-truth or predictions file that the evaluator cannot score."""
+from modeling_avis.errors import AvisEvaluationError
+from modeling_avis.tracks import check_rle
 
 
 @dataclass(frozen=True)
@@ -216,6 +213,10 @@ def _read_predicted_track(entry: object, where: str, ground_truth: GroundTruth) 
                 f"{where} frame {t}: mask size {rle.get('size')} is not video {video.video_id}'s "
                 f"{video.height}x{video.width}"
             )
+        try:
+            check_rle(rle, video.height, video.width)
+        except ValueError as error:
+            raise AvisEvaluationError(f"{where} frame {t}: {error}") from None
     return PredictedTrack(video.video_id, category_id, float(score), list(segmentations))
 
 
