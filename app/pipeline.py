@@ -67,6 +67,14 @@ def analyse_video(
     progress(0.0, "Reading the video")
     video = probe_upload(video_path)
     folder = new_run_folder(settings.work_folder)
+    try:
+        return _analyse(video, folder, video_path, source, fps, score_threshold, max_instances, settings, progress)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a failed run leaves nothing behind
+        raise
+
+
+def _analyse(video, folder, video_path, source, fps, score_threshold, max_instances, settings, progress) -> Analysis:
     stem = re.sub(r"[^\w-]+", "_", Path(video_path).stem)[:60] or "video"
     messages = []
     if video.duration > settings.max_video_seconds + LENGTH_SLACK:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from modeling_avis.errors import AvisCheckpointError, one_line
+from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.loading import unpickling_error
 
 
@@ -18,8 +18,8 @@ def load_torch_file(path: str | Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise unpickling_error(str(path), error) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise AvisCheckpointError(f"{path}: not a readable PyTorch file ({one_line(error)})") from None
+    except Exception as error:  # torch's unpickler, fed bytes that are no pickle, fails in any way (IndexError ...)
+        raise AvisCheckpointError(f"{path} is not a readable PyTorch file ({type(error).__name__})") from None
 
 
 __all__ = ["load_torch_file"]

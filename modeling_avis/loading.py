@@ -25,8 +25,18 @@ from .modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisPreTraine
 from .processing_avis import AvisProcessor
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-# What loading a folder of bad files raises, from transformers, safetensors, torch.load and the strict config.
-LOADING_ERRORS = (OSError, ValueError, RuntimeError, EOFError, SafetensorError, pickle.UnpicklingError)
+# What loading a folder of bad files raises, from transformers, safetensors and torch.load (whose weights-only
+# unpickler, fed bytes that are no pickle, also fails with IndexError or KeyError).
+LOADING_ERRORS = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    SafetensorError,
+    pickle.UnpicklingError,
+)
 
 
 def load_config(name: str | Path) -> AvisConfig:
@@ -144,4 +154,12 @@ def _quiet_transformers() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-__all__ = ["HUB_ID", "LOADING_ERRORS", "load_config", "load_config_file", "load_model", "load_processor", "unpickling_error"]
+__all__ = [
+    "HUB_ID",
+    "LOADING_ERRORS",
+    "load_config",
+    "load_config_file",
+    "load_model",
+    "load_processor",
+    "unpickling_error",
+]

@@ -5,7 +5,7 @@ the whole file or none, and a failed or interrupted run leaves no partial file."
 import contextlib
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,11 +41,7 @@ def atomic_file(destination: str | Path) -> Iterator[Path]:
     """A temporary path beside `destination` to write the file to; moved onto `destination` when the block ends
     without error, deleted when it raises (the exception goes on)."""
     destination = check_output_file(destination)
-    descriptor, name = tempfile.mkstemp(
-        prefix=f".{destination.stem}.", suffix=f"{PARTIAL}{destination.suffix}", dir=destination.resolve().parent
-    )
-    os.close(descriptor)
-    temporary = Path(name)
+    temporary = _partial_name(destination)
     try:
         yield temporary
         os.replace(temporary, destination)
@@ -58,9 +54,8 @@ def atomic_folder(destination: str | Path) -> Iterator[Path]:
     """A temporary folder beside `destination` to write into; renamed to `destination` (new or empty) when the
     block ends without error, deleted when it raises."""
     destination = check_output_folder(destination)
-    temporary = Path(
-        tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=PARTIAL, dir=destination.resolve().parent)
-    )
+    temporary = _partial_name(destination)
+    temporary.mkdir()
     try:
         yield temporary
         if destination.is_dir():
@@ -68,6 +63,11 @@ def atomic_folder(destination: str | Path) -> Iterator[Path]:
         os.replace(temporary, destination)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _partial_name(destination: Path) -> Path:
+    """A hidden name beside `destination` that no other run picks; the suffix stays last, for writers that read it."""
+    return destination.resolve().parent / f".{destination.stem}.{uuid.uuid4().hex[:12]}{PARTIAL}{destination.suffix}"
 
 
 def write_text_atomically(destination: str | Path, text: str) -> None:

@@ -311,6 +311,8 @@ def _open_media(path: str | Path) -> Iterator[av.container.InputContainer]:
     """av.open for local files, with PyAV's errors turned into one-line AvisInputErrors naming the file."""
     if not Path(path).is_file():
         raise AvisInputError(f"{path}: no such file")
+    if Path(path).stat().st_size == 0:
+        raise AvisInputError(f"{_name(path)}: the file is empty (0 bytes)")
     try:
         container = av.open(str(path), mode="r")
     except av.error.EOFError:

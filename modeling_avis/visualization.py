@@ -165,9 +165,7 @@ def transcode(
             video_out.codec_context.time_base = video_out.time_base = video_in.time_base
             audio_out = _add_aac_stream(output, audio_in) if audio_in is not None else None
             first_pts, last_pts, frames_done = None, None, 0
-            for frame in _timed_frames(video, source, video_in, audio_in):
-                if frame.time >= end + INTERLEAVING_SLACK:
-                    break
+            for frame in _timed_frames(video, source, (video_in, audio_in), end + INTERLEAVING_SLACK):
                 if frame.time >= end - TIME_TOLERANCE:
                     continue
                 if isinstance(frame, av.AudioFrame):
@@ -190,15 +188,20 @@ def transcode(
                     _encode(output, stream, None, video)
 
 
-def _timed_frames(video: VideoInfo, source: av.container.InputContainer, *streams):
-    """Video and audio frames in the order the file interleaves them, frames without a time left out."""
+def _timed_frames(video: VideoInfo, source: av.container.InputContainer, streams: tuple, stop_after: float):
+    """Video and audio frames in the order the file interleaves them (frames without a time left out), until one
+    starts at `stop_after` seconds; the video decoder then gives up the frames it still holds back (reordering)."""
     done = 0
     try:
         for packet in source.demux(*(stream for stream in streams if stream is not None)):
             for frame in packet.decode():
-                if frame.time is not None:
-                    done += isinstance(frame, av.VideoFrame)
-                    yield frame
+                if frame.time is None:
+                    continue
+                if frame.time >= stop_after:
+                    yield from (held for held in streams[0].decode(None) if held.time is not None)
+                    return
+                done += isinstance(frame, av.VideoFrame)
+                yield frame
     except av.FFmpegError as error:
         raise AvisInputError(
             f"{video.name}: the video is corrupt or truncated: decoding failed after {done} frames ({error.strerror})"

@@ -170,7 +170,10 @@ BAD_INPUTS = {
         lambda d: (d / "notes.mp4").write_text("not a video\n" * 20) and d / "notes.mp4",
         "notes.mp4: not a video FFmpeg can read",
     ),
-    "empty_file": (lambda d: (d / "zero.mp4").write_bytes(b"") or d / "zero.mp4", "zero.mp4: not a video FFmpeg"),
+    "empty_file": (
+        lambda d: (d / "zero.mp4").write_bytes(b"") or d / "zero.mp4",
+        r"zero.mp4: the file is empty \(0 bytes\)",
+    ),
     "audio_only_wav": (lambda d: write_wav(d / "speech.wav", 1.0), "speech.wav: the file has no video stream"),
     "unsupported_codec": (_unknown_codec, "odd.avi: its video codec is not supported by this FFmpeg build"),
     "huge_resolution": (_huge, r"huge.nut: frames of 8704x4352 are over the limit of 35.4 million pixels"),

@@ -174,10 +174,18 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict) 
     return folder
 
 
-def load_checkpoint(accelerator: Accelerator, folder: Path, layout: dict) -> dict:
-    """Restore a checkpoint saved by `save_checkpoint`; its data position must mean the same in this run."""
+def checkpoint_to_resume(name: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint folder `--resume-from-checkpoint` names ('latest': the last complete one in `output_dir`)."""
+    if name is None:
+        return None
+    folder = latest_checkpoint(output_dir) if name == "latest" else Path(name)
     if not (folder / PROGRESS_FILE).is_file():
         raise AvisCheckpointError(f"{folder}: not a complete training checkpoint (it has no {PROGRESS_FILE})")
+    return folder
+
+
+def load_checkpoint(accelerator: Accelerator, folder: Path, layout: dict) -> dict:
+    """Restore a checkpoint saved by `save_checkpoint`; its data position must mean the same in this run."""
     progress = json.loads((folder / PROGRESS_FILE).read_text())
     if progress["layout"] != layout:
         raise AvisCheckpointError(
@@ -237,6 +245,7 @@ def train(argv: list[str] | None = None) -> list[dict]:
     """Runs the training; returns the log of every optimizer step of this run (step, loss terms, lr, ...)."""
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    resume = checkpoint_to_resume(args.resume_from_checkpoint, output_dir)  # checked before anything is written
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -304,11 +313,9 @@ def train(argv: list[str] | None = None) -> list[dict]:
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
     }
     progress = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "layout": layout}
-    if args.resume_from_checkpoint:
-        folder = args.resume_from_checkpoint
-        folder = latest_checkpoint(output_dir) if folder == "latest" else Path(folder)
-        progress = load_checkpoint(accelerator, folder, layout)
-        accelerator.print(f"resumed from {folder} at step {progress['step']}")
+    if resume is not None:
+        progress = load_checkpoint(accelerator, resume, layout)
+        accelerator.print(f"resumed from {resume} at step {progress['step']}")
 
     # loop
     history = []
