@@ -1,5 +1,6 @@
 """Overlay rendering and PyAV re-encoding (modeling_avis.visualization, and the app's trimming) on small synthetic videos."""
 
+import av
 import numpy as np
 import pytest
 
@@ -10,6 +11,7 @@ from modeling_avis.video_io import probe_video
 from modeling_avis.visualization import FILL_OPACITY, OverlayPainter, render_overlay, track_colour, transcode
 
 from .app_media import decode_rgb, stream_summary, write_video
+from .synthetic_media import write_video as write_phone_video
 
 WIDTH, HEIGHT, FPS, NUM_FRAMES = 320, 240, 12, 24
 
@@ -96,6 +98,32 @@ def test_masks_are_held_from_one_sampled_frame_to_the_next(tmp_path, video):
         assert changed(index, left) > 20 and changed(index, right) < 2
     for index in (15, 18, 23):  # 1.25 s, 1.5 s, 1.92 s
         assert changed(index, right) > 20 and changed(index, left) < 2
+
+
+def test_a_phone_video_keeps_every_frame_at_its_time_with_the_mask_of_its_own_sampled_frame(tmp_path):
+    # Frames 25 to 45 ms apart with millisecond timestamps; sampled at 2 fps, sampled frame k has a mask in band k.
+    times_ms = (np.cumsum(np.random.default_rng(0).integers(25, 46, size=120)) - 25).tolist()
+    source_path = write_phone_video(tmp_path / "phone.mp4", num_frames=120, fps=30, size=(320, 64),
+                                    audio_seconds=4.5, frame_times_ms=times_ms)  # fmt: skip
+    video = probe_video(source_path)
+    sampled = np.arange(0, video.duration, 0.5)
+    bands = [box_mask(8, 56, 32 * k + 4, 32 * k + 28, height=64, width=320) for k in range(len(sampled))]
+    render_overlay(video, result_with([bands], sampled, height=64, width=320), tmp_path / "overlay.mp4", no_progress)
+
+    with av.open(str(source_path)) as container:
+        source = [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    with av.open(str(tmp_path / "overlay.mp4")) as container:
+        overlay = [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    assert len(overlay) == len(source) == 120
+    start = source[0][0]
+    for (time, before), (overlay_time, after) in zip(source, overlay, strict=True):
+        assert abs(overlay_time - (time - start)) < 1e-3
+        shown = int((time - start + 1e-3) // 0.5)
+        # per column, in rows below the label (drawn at the mask's top-left, wider than a band)
+        change = np.abs(after[36:56].astype(float) - before[36:56]).mean(axis=(0, 2))
+        inside = change[32 * shown + 8 : 32 * shown + 24]
+        elsewhere = np.delete(change, np.s_[32 * shown : 32 * shown + 32])
+        assert inside.min() > 20 and elsewhere.max() < 3
 
 
 def test_sample_index_is_the_latest_timestamp_at_or_before_the_frame():
