@@ -8,10 +8,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeling_avis.configuration_avis import AvisConfig
+from modeling_avis.__main__ import default_model
 from modeling_avis.errors import AvisCheckpointError
-from modeling_avis.inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
-from modeling_avis.loading import HUB_ID
+from modeling_avis.inference_avis import AvisVideoSegmenter
+from modeling_avis.loading import HUB_ID, load_config, load_processor
 
 # The model setting of the page: its label -> ModelSource.kind.
 MODEL_CHOICES = {"Embedded default": "embedded", "Local folder": "folder", "Hub id": "hub"}
@@ -60,14 +60,13 @@ def load_service(source: ModelSource) -> AvisVideoSegmenter:
     `modeling_avis.video_io`, by which the renderer holds masks between sampled frames. Raises AvisCheckpointError for
     a model it cannot load.
     """
-    return AvisVideoSegmenter.from_pretrained(source.location or DEFAULT_MODEL)
+    return AvisVideoSegmenter.from_pretrained(source.location or default_model())
 
 
 def default_score_threshold() -> float:
-    """The embedded default's score threshold (the page's starting value); 0.3, AVISM's, without the model."""
-    if not (DEFAULT_MODEL / "config.json").is_file():
-        return 0.3
-    return AvisConfig.from_pretrained(DEFAULT_MODEL).score_threshold
+    """The embedded default's score threshold (the page's starting value)."""
+    name = default_model()
+    return load_processor(name, load_config(name)).score_threshold
 
 
 _loading = threading.Lock()

@@ -7,10 +7,10 @@ Each video length runs in a fresh process (so each peak RSS is its own: `ru_maxr
 CPU threads, with glibc's malloc tuned as the command line tunes it (`--plain-malloc` leaves it). A video is 360x640
 frames, padded to 384x640 as the processor pads them, with 128-d audio features; the frames are made chunk by chunk,
 so no video is ever held whole. The time covers everything after the model is built: both passes of
-`AvisVideoSegmenter.segment` (frames encoded one per thread, see `encode_video`) and the RLE encoding of the masks
-(`build_video_result`), as the command line runs them. `--one-shot` also times the straightforward path
-(`AvisModel.forward` on the whole video with 2 torch threads in the config's 18-frame chunks, then
-`post_process_video_instance_segmentation`). The machine's load average is printed with each row: other processes
+`AvisVideoSegmenter.outputs` (frames encoded one per thread, see `encode_video`) and the processor's
+post-processing with the RLE encoding of the masks, as the command line runs them. `--one-shot` also times the
+straightforward path (`AvisModel.forward` on the whole video with 2 torch threads in the config's 18-frame chunks,
+then the same post-processing). The machine's load average is printed with each row: other processes
 may share its cores.
 
 The original's numbers are issue 8's: AVISM's own code on this kind of machine, 2 threads, the same model and frames.
@@ -40,11 +40,9 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from modeling_avis import AvisConfig, AvisModel, AvisProcessor
+    from modeling_avis import AvisConfig, AvisModel, AvisProcessor, AvisVideoMetadata
     from modeling_avis.__main__ import reuse_freed_memory
     from modeling_avis.inference_avis import AvisVideoSegmenter
-    from modeling_avis.post_processing_avis import post_process_video_instance_segmentation
-    from modeling_avis.results import build_video_result
 
     if tune_allocator:
         reuse_freed_memory()  # as the command line does
@@ -52,7 +50,8 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
     torch.manual_seed(0)
     model = AvisModel(AvisConfig.from_preset("r50_imagenet")).eval()
     config = model.config
-    segmenter = AvisVideoSegmenter(model, AvisProcessor.from_model_config(config), cpu_threads=threads)
+    processor = AvisProcessor.for_model(config)
+    segmenter = AvisVideoSegmenter(model, processor, cpu_threads=threads)
     chunk = config.frame_chunk_size if one_shot else segmenter.frame_chunk_size
 
     def video_chunks():
@@ -65,7 +64,7 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
             )
             yield {"pixel_values": pixel_values, "audio_features": torch.randn(count, 128, generator=generator)}
 
-    timestamps = [float(k) for k in range(frames)]
+    metadata = AvisVideoMetadata([float(k) for k in range(frames)], IMAGE_SIZE, IMAGE_SIZE, PADDED_SIZE)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     if one_shot:
@@ -74,20 +73,11 @@ def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> di
             pixel_values = torch.cat([part["pixel_values"] for part in parts])[None]
             audio = torch.cat([part["audio_features"] for part in parts])[None]
             del parts
-            output = model(pixel_values, audio)
-            instances, masks = post_process_video_instance_segmentation(
-                output.class_logits[0], output.mask_embeddings[0], output.mask_features[0], PADDED_SIZE, IMAGE_SIZE,
-                IMAGE_SIZE, config.num_detections, config.score_threshold, config.mask_chunk_size,
-            )  # fmt: skip
-            result = build_video_result(
-                instances.scores, instances.labels, masks, timestamps, *IMAGE_SIZE, config.id2label
-            )
+            outputs = model(pixel_values, audio)
+            (result,) = processor.post_process_video_instance_segmentation(outputs, [metadata], config.id2label)
     else:
-        with segmenter.segment(video_chunks(), IMAGE_SIZE, IMAGE_SIZE) as segmentation:
-            instances = segmentation.instances
-            result = build_video_result(
-                instances.scores, instances.labels, segmentation.masks, timestamps, *IMAGE_SIZE, config.id2label
-            )
+        with segmenter.outputs(video_chunks()) as outputs:
+            (result,) = processor.post_process_video_instance_segmentation(outputs, [metadata], config.id2label)
     seconds = time.perf_counter() - start
     return {
         "frames": frames,

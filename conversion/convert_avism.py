@@ -15,20 +15,24 @@ import argparse
 import sys
 from pathlib import Path
 
+import httpx
 import torch
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
 
-from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation
+from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisProcessor, save_model_folder
 from modeling_avis.configuration_avis import AvisVggishConfig
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
-from modeling_avis.errors import AvisCheckpointError, AvisUsageError
+from modeling_avis.errors import AvisCheckpointError, AvisUsageError, one_line
 from modeling_avis.outputs import atomic_folder, check_output_folder
 
 from .backbone_keys import convert_backbone_state_dict
 from .convert_vggish import convert_state_dict as convert_vggish_state_dict
 from .convert_vggish import load_torchvggish_state_dict
 from .head_keys import TRAINING_ONLY_KEYS, convert_head_state_dict
-from .original_config import avis_config_from_original, load_original_config
+from .original_config import avis_config_from_original, avis_processor_from_original, load_original_config
 from .torch_files import load_torch_file
+from .verification import compare_with_original
 
 # The published models (AVISM README, model zoo): AVISeg test split, in percent.
 PUBLISHED = {
@@ -140,11 +144,18 @@ Audio input: {AUDIO_INPUT[hears]}
 """
 
 
-def verify(model, io_path: str | Path) -> dict[str, float]:
+def verify(model, processor: AvisProcessor, io_path: str | Path) -> dict[str, float]:
     """Largest |ours - original| of each captured stage of an io file, printed and returned."""
-    from .verification import compare_with_original
+    return compare_with_original(model, processor, io_path)
 
-    return compare_with_original(model, io_path)
+
+def push_to_hub(folder: str | Path, repo_id: str) -> None:
+    """Uploads the converted folder as it is on disk (code, processor and model card included)."""
+    try:
+        HfApi().create_repo(repo_id, exist_ok=True)
+        HfApi().upload_folder(repo_id=repo_id, folder_path=str(folder))
+    except (OSError, HfHubHTTPError, httpx.HTTPError) as error:
+        raise AvisUsageError(f"{repo_id}: the upload to the Hub failed ({one_line(error)})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,20 +186,21 @@ def convert(args: argparse.Namespace) -> int:
     for io_path in args.verify:
         if not Path(io_path).is_file():
             raise AvisUsageError(f"{io_path}: no such io file to verify against")
-    config = (
-        AvisConfig.from_preset(args.preset)
-        if args.preset
-        else avis_config_from_original(load_original_config(args.config))
-    )
+    if args.preset:
+        config = AvisConfig.from_preset(args.preset)
+        processor = AvisProcessor.for_model(config)
+    else:
+        original = load_original_config(args.config)
+        config, processor = avis_config_from_original(original), avis_processor_from_original(original)
     vggish = load_torchvggish_state_dict(args.vggish) if args.vggish else None
     model = build_converted_model(load_original_state_dict(args.checkpoint), config, vggish)
     with atomic_folder(args.output_dir) as folder:
-        model.save_pretrained(folder)
+        save_model_folder(folder, model, processor)
         (folder / "README.md").write_text(model_card(Path(args.checkpoint).name, args.preset, args.vggish is not None))
     print(f"saved {args.output_dir}")
-    failures = sum(not verify(model, io_path)["passed"] for io_path in args.verify)
+    failures = sum(not verify(model, processor, io_path)["passed"] for io_path in args.verify)
     if args.push_to_hub:
-        model.push_to_hub(args.push_to_hub)
+        push_to_hub(args.output_dir, args.push_to_hub)
     return 1 if failures else 0
 
 

@@ -6,6 +6,8 @@ import yaml
 
 from modeling_avis.configuration_avis import AVISEG_LABELS, AvisConfig
 from modeling_avis.errors import AvisCheckpointError, one_line
+from modeling_avis.image_processing_avis import AvisImageProcessor
+from modeling_avis.processing_avis import AvisProcessor
 
 from .backbone_keys import original_backbone_config
 
@@ -37,6 +39,8 @@ def _avis_config(cfg: dict) -> AvisConfig:
         raise AvisCheckpointError("pre-norm transformer decoders are not supported")
     if list(head["DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES"]) != ["res3", "res4", "res5"]:
         raise AvisCheckpointError("the deformable encoder must read res3, res4 and res5")
+    if head["COMMON_STRIDE"] != 4:
+        raise AvisCheckpointError("the mask features must be at stride 4 (SEM_SEG_HEAD.COMMON_STRIDE)")
     num_classes = head["NUM_CLASSES"]
     labels = {} if num_classes == len(AVISEG_LABELS) else {"id2label": {i: f"class_{i}" for i in range(num_classes)}}
     return AvisConfig(
@@ -45,7 +49,6 @@ def _avis_config(cfg: dict) -> AvisConfig:
         feature_size=head["CONVS_DIM"],
         mask_feature_size=head["MASK_DIM"],
         encoder_layers=head["TRANSFORMER_ENC_LAYERS"],
-        common_stride=head["COMMON_STRIDE"],
         hidden_dim=decoder["HIDDEN_DIM"],
         num_attention_heads=decoder["NHEADS"],
         dim_feedforward=decoder["DIM_FEEDFORWARD"],
@@ -63,11 +66,6 @@ def _avis_config(cfg: dict) -> AvisConfig:
         clip_enforce_input_projection=clip["ENFORCE_INPUT_PROJ"],
         num_frame_query_layers=clip["LAST_LAYER_NUM"],
         frame_chunk_size=clip["TEST_RUN_CHUNK_SIZE"],
-        mask_chunk_size=clip["TEST_INTERPOLATE_CHUNK_SIZE"],
-        num_detections=cfg["TEST"]["DETECTIONS_PER_IMAGE"],
-        pixel_mean=list(model["PIXEL_MEAN"]),
-        pixel_std=list(model["PIXEL_STD"]),
-        size_divisibility=decoder["SIZE_DIVISIBILITY"],
         no_object_weight=decoder["NO_OBJECT_WEIGHT"],
         clip_no_object_weight=clip["NO_OBJECT_WEIGHT"],
         class_weight=decoder["CLASS_WEIGHT"],
@@ -79,3 +77,24 @@ def _avis_config(cfg: dict) -> AvisConfig:
         oversample_ratio=decoder["OVERSAMPLE_RATIO"],
         importance_sample_ratio=decoder["IMPORTANCE_SAMPLE_RATIO"],
     )
+
+
+def avis_processor_from_original(cfg: dict) -> AvisProcessor:
+    """The processor of the original's test: its frame size, normalisation and padding, top-k and mask chunking (and
+    its fixed 0.3 score threshold)."""
+    try:
+        model, test = cfg["MODEL"], cfg["TEST"]
+        image_processor = AvisImageProcessor(
+            shortest_edge=cfg["INPUT"]["MIN_SIZE_TEST"],
+            longest_edge=cfg["INPUT"]["MAX_SIZE_TEST"],
+            image_mean=list(model["PIXEL_MEAN"]),
+            image_std=list(model["PIXEL_STD"]),
+            size_divisibility=model["MASK_FORMER"]["SIZE_DIVISIBILITY"],
+        )
+        return AvisProcessor(
+            image_processor,
+            num_detections=test["DETECTIONS_PER_IMAGE"],
+            mask_chunk_size=model["AVISM"]["TEST_INTERPOLATE_CHUNK_SIZE"],
+        )
+    except KeyError as error:
+        raise AvisCheckpointError(f"the original config has no {error.args[0]} setting") from None

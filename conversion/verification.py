@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from torch.nn import functional as F
 
 from modeling_avis.errors import AvisInputError
-from modeling_avis.post_processing_avis import instance_mask_chunks, score_instances, select_instances
+from modeling_avis.post_processing_avis import select_instances
+from modeling_avis.processing_avis import AvisProcessor, AvisVideoMetadata
+from modeling_avis.tracks import AvisVideoResult, decode_mask
 
 FLOAT_TOLERANCE = 1e-4
 MASK_FLIP_TOLERANCE = 1e-3
@@ -42,15 +43,6 @@ NOT_COMPARED = {
 WINDOW_PADDED = {"avism.encode_frame_query_out", "avism.encode_av_fusion_out"}
 
 
-def normalize_and_pad(images: torch.Tensor, mean, std, size_divisibility: int) -> torch.Tensor:
-    """uint8 (T, 3, H, W) -> float (T, 3, Hp, Wp): (x - mean) / std, then zero padding at the bottom and right."""
-    frames = (images.float() - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    height, width = frames.shape[-2:]
-    pad_h = math.ceil(height / size_divisibility) * size_divisibility - height
-    pad_w = math.ceil(width / size_divisibility) * size_divisibility - width
-    return F.pad(frames, (0, pad_w, 0, pad_h))
-
-
 class _Recorder:
     """Forward hooks that collect the outputs of chosen submodules over all frame chunks."""
 
@@ -66,11 +58,13 @@ class _Recorder:
             handle.remove()
 
 
-def run_with_stages(model, images: torch.Tensor, audio: torch.Tensor, out_hw: tuple[int, int]) -> dict:
-    """Our counterpart of every stage the fixtures capture, named as in their manifests."""
+def run_with_stages(model, processor: AvisProcessor, images: torch.Tensor, audio: torch.Tensor, out_hw) -> dict:
+    """Our counterpart of every stage the fixtures capture, named as in their manifests: the model's forward on the
+    original mapper's frames (normalised and padded by `processor`), and the processor's post-processing."""
     base = model.model if hasattr(model, "model") else model
     config = base.config
-    pixel_values = normalize_and_pad(images, config.pixel_mean, config.pixel_std, config.size_divisibility)
+    image_processor = processor.image_processor
+    pixel_values = image_processor.pad(image_processor.normalize(images))
     recorder = _Recorder()
     recorder.watch("backbone", base.backbone)
     recorder.watch("pixel_decoder", base.pixel_decoder)
@@ -84,7 +78,8 @@ def run_with_stages(model, images: torch.Tensor, audio: torch.Tensor, out_hw: tu
         recorder.watch(f"encoder_layer{index}", layer)
     try:
         with torch.no_grad():
-            output = base(pixel_values[None], audio[None], output_frame_predictions=True)
+            # every frame-decoder layer's predictions are captured too (the auxiliary outputs)
+            output = base(pixel_values[None], audio[None], output_auxiliary_logits=True)
     finally:
         recorder.remove()
     captured = {name: values for name, values in recorder.outputs.items()}
@@ -117,53 +112,49 @@ def run_with_stages(model, images: torch.Tensor, audio: torch.Tensor, out_hw: tu
     stages["avism.in.frame_query"] = output.frame_queries
     stages["avism.mask_features"] = output.mask_features[0]
     stages["avism.av_proj_out"] = cat("clip_audio_projection")[0]
+    # At inference the original runs the clip module on the last frame-decoder layer alone (L = 1); with the
+    # auxiliary outputs ours runs it on each of the last L, independently: the last one is the original's.
     clip = output.clip_output
-    # the original pads the clip module's encoders to whole windows: (T_padded, fQ, LB, C); we compare real frames
     stages["avism.encode_frame_query_out"] = clip.encoded_frame_queries[-1, 0][:, :, None]
     stages["avism.encode_av_fusion_out"] = clip.audio_visual_features[-1, 0][:, :, None]
-    stages["avism.pred_logits"] = clip.class_logits[-1]
-    stages["avism.pred_mask_embed"] = clip.mask_embeddings[-1]
-    stages["avism.pred_fq_embed"] = clip.frame_query_embeddings
-    stages["avism.pred_cq_embed"] = clip.clip_query_embeddings[-1]
+    stages["avism.pred_logits"] = clip.class_logits[-1, -1:]
+    stages["avism.pred_mask_embed"] = clip.mask_embeddings[-1, -1:]
+    stages["avism.pred_fq_embed"] = clip.frame_query_embeddings[-1:]
+    stages["avism.pred_cq_embed"] = clip.clip_query_embeddings[-1, -1:]
 
-    padded_size = tuple(pixel_values.shape[-2:])
     image_size = tuple(images.shape[-2:])
-    post = dict(padded_size=padded_size, image_size=image_size)
-    class_logits, mask_embeddings = output.class_logits[0], output.mask_embeddings[0]
-    mask_features = output.mask_features[0]
-    candidates = select_instances(class_logits, mask_embeddings, config.num_detections)
-    everything = score_instances(
-        class_logits, mask_embeddings, mask_features, num_detections=config.num_detections,
-        score_threshold=-math.inf, chunk_size=config.mask_chunk_size, **post,
-    )  # fmt: skip
-    kept = score_instances(
-        class_logits, mask_embeddings, mask_features, num_detections=config.num_detections,
-        score_threshold=config.score_threshold, chunk_size=config.mask_chunk_size, **post,
-    )  # fmt: skip
-
-    def masks_of(instances):
-        chunks = instance_mask_chunks(
-            instances, mask_features, target_size=out_hw, chunk_size=config.mask_chunk_size, **post
-        )
-        return torch.cat(list(chunks), dim=1)
-
+    metadata = AvisVideoMetadata(
+        timestamps=[float(t) for t in range(len(images))],
+        original_size=tuple(out_hw),
+        image_size=image_size,
+        padded_size=tuple(pixel_values.shape[-2:]),
+    )
+    class_logits = output.class_logits[0]
+    candidates = select_instances(class_logits, output.mask_embeddings[0], processor.num_detections)
+    (everything,) = processor.post_process_video_instance_segmentation(output, [metadata], threshold=-math.inf)
+    (kept,) = processor.post_process_video_instance_segmentation(output, [metadata])
     stages["nocut"] = {
-        "topk_flat_indices": everything.topk_indices,
-        "pred_scores": everything.scores,
-        "pred_labels": everything.labels,
-        "topk_query_indices": everything.query_indices,
+        **_instances_of(everything, config.num_labels),
+        "topk_query_indices": torch.tensor([track.query_index for track in everything.tracks]),
         "topk_class_scores": candidates.scores,
         "topk_class_indices": candidates.topk_indices,
-        "pred_masks": masks_of(everything),
         "class_probs": class_logits.softmax(-1)[:, :-1],
     }
-    stages["final"] = {
-        "topk_flat_indices": kept.topk_indices,
-        "pred_scores": kept.scores,
-        "pred_labels": kept.labels,
-        "pred_masks": masks_of(kept),
-    }
+    stages["final"] = _instances_of(kept, config.num_labels)
     return stages
+
+
+def _instances_of(result: AvisVideoResult, num_labels: int) -> dict[str, torch.Tensor]:
+    """The tracks of a post-processed video as the fixtures store instances: flat top-k index (query x classes +
+    class), score, label and masks (N, T, H, W)."""
+    tracks = result.tracks
+    masks = [np.stack([decode_mask(rle) for rle in track.segmentations]) for track in tracks]
+    return {
+        "topk_flat_indices": torch.tensor([track.query_index * num_labels + track.label for track in tracks]),
+        "pred_scores": torch.tensor([track.score for track in tracks]),
+        "pred_labels": torch.tensor([track.label for track in tracks]),
+        "pred_masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, dtype=torch.bool),
+    }
 
 
 def _float_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -241,8 +232,9 @@ def compare_stages(stages: dict, reference: dict[str, torch.Tensor]) -> dict[str
     return results
 
 
-def compare_with_original(model, io_path: str | Path, verbose: bool = True) -> dict:
-    """Run `model` on an io file's inputs; {"passed": bool, "stages": {name: {error, tolerance, passed}}}."""
+def compare_with_original(model, processor: AvisProcessor, io_path: str | Path, verbose: bool = True) -> dict:
+    """Run `model` and `processor` on an io file's inputs; {"passed": bool, "stages": {name: {error, tolerance,
+    passed}}}."""
     try:
         reference = load_file(str(io_path))
     except SafetensorError as error:
@@ -250,7 +242,7 @@ def compare_with_original(model, io_path: str | Path, verbose: bool = True) -> d
     if "input.images" not in reference:
         raise AvisInputError(f"{io_path}: not an io file of the original's captured stages (no input.images)")
     out_hw = tuple(int(v) for v in reference["input.out_hw"])
-    stages = run_with_stages(model, reference["input.images"], reference["input.audio"], out_hw)
+    stages = run_with_stages(model, processor, reference["input.images"], reference["input.audio"], out_hw)
     results = compare_stages(stages, reference)
     missing = sorted(set(reference) - set(results) - NOT_COMPARED)
     for name in missing:

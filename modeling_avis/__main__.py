@@ -4,7 +4,7 @@
     python -m modeling_avis predict concert.mp4 --model ./avism-r50 --out overlay.mp4 --json results.json --summary
     python -m modeling_avis predict clips/ --model ./avism-r50 --out overlays/ --json results.json
 
-VIDEO_OR_FOLDER is a video file, an AVISeg frame folder (numbered .jpg frames), or a folder of those: every video
+VIDEO_OR_FOLDER is a video file, an AVISeg frame folder (numbered .jpg or .png frames), or a folder of those: every video
 in it is segmented in turn, its overlay written into the --out folder, and all of them go into one results JSON
 with video ids 1, 2, ... in the order listed (the ids are also written beside it, in `<json name>.videos.json`).
 A bad input is reported in one line and the command exits with status 2; in a folder, the other videos still run.
@@ -14,6 +14,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,14 +23,23 @@ from tqdm import tqdm
 
 from .entry_point import BAD_INPUT, OneLineArgumentParser, run_command
 from .errors import AvisError, AvisInputError, AvisUsageError, one_line
-from .inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
+from .inference_avis import AvisVideoSegmenter
 from .outputs import check_output_file, write_text_atomically
 from .results import track_summary, write_results_json
 from .tracks import AvisVideoResult
-from .video_io import probe_video
+from .video_io import is_frame_folder, probe_video
 from .visualization import render_overlay
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
+# The model run when none is given: $AVIS_DEFAULT_MODEL (a folder or Hub id, as a Space sets it), else the small
+# AVISM trained on synthetic sounding shapes that ships with the project: in a checkout, its models/ folder; once
+# installed (`pip install .`), the copy under <prefix>/share/avis/models.
+DEFAULT_MODEL_VARIABLE = "AVIS_DEFAULT_MODEL"
+DEFAULT_MODEL_NAME = "avis-sounding-shapes"
+DEFAULT_MODEL_FOLDERS = (
+    Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_NAME,
+    Path(sys.prefix) / "share" / "avis" / "models" / DEFAULT_MODEL_NAME,
+)
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -42,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("video", type=Path, help="a video file, an AVISeg frame folder, or a folder of either")
     predict.add_argument(
         "--model",
-        help=f"a folder written by save_pretrained, or a Hub id (default: the shipped {DEFAULT_MODEL.name}, trained on synthetic shapes)",
+        help=f"a folder written by save_pretrained, or a Hub id (default: ${DEFAULT_MODEL_VARIABLE}, else the shipped "
+        f"{DEFAULT_MODEL_NAME}, trained on synthetic shapes)",
     )
     predict.add_argument("--fps", type=_positive_float, default=1.0, help="frames sampled per second (default: 1)")
     predict.add_argument(
@@ -71,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     videos = _list_videos(args.video)
-    folder_mode = args.video.is_dir() and not _is_frame_folder(args.video)
+    folder_mode = args.video.is_dir() and not is_frame_folder(args.video)
     _check_outputs(args, folder_mode)
     reuse_freed_memory()
     segmenter = AvisVideoSegmenter.from_pretrained(
-        args.model or DEFAULT_MODEL, args.device, DTYPES[args.dtype], cpu_threads=args.threads
+        args.model or default_model(), args.device, DTYPES[args.dtype], cpu_threads=args.threads
     )
     if folder_mode and args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +121,7 @@ def predict(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace, folder_mode: bool) -> None:
     """Every output path checked before any inference, so that a bad one fails at once."""
-    if args.out is not None and not folder_mode and _is_frame_folder(args.video):
+    if args.out is not None and not folder_mode and is_frame_folder(args.video):
         raise AvisUsageError(f"{args.video}: a frame folder has no video to draw an overlay on; leave out --out")
     if args.json is not None:
         check_output_file(args.json)
@@ -118,6 +129,18 @@ def _check_outputs(args: argparse.Namespace, folder_mode: bool) -> None:
         check_output_file(args.out)
     if args.out is not None and folder_mode and args.out.exists() and not args.out.is_dir():
         raise AvisUsageError(f"{args.out}: is a file; for a folder of videos, --out names the folder of overlays")
+
+
+def default_model() -> str:
+    """The model to run when none is named (see DEFAULT_MODEL_FOLDERS)."""
+    if os.environ.get(DEFAULT_MODEL_VARIABLE):
+        return os.environ[DEFAULT_MODEL_VARIABLE]
+    for folder in DEFAULT_MODEL_FOLDERS:
+        if (folder / "config.json").is_file():
+            return str(folder)
+    raise AvisUsageError(
+        f"no default model is installed here: give --model (a folder or Hub id) or set ${DEFAULT_MODEL_VARIABLE}"
+    )
 
 
 def reuse_freed_memory() -> None:
@@ -166,20 +189,16 @@ def _print_summary(result: AvisVideoResult) -> None:
 def _list_videos(path: Path) -> list[Path]:
     if not path.exists():
         raise AvisInputError(f"{path}: no such file or folder")
-    if path.is_file() or _is_frame_folder(path):
+    if path.is_file() or is_frame_folder(path):
         return [path]
     videos = sorted(
         entry
         for entry in path.iterdir()
-        if (entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES) or (entry.is_dir() and _is_frame_folder(entry))
+        if (entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES) or (entry.is_dir() and is_frame_folder(entry))
     )
     if not videos:
         raise AvisInputError(f"{path}: the folder holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no frame folders")
     return videos
-
-
-def _is_frame_folder(path: Path) -> bool:
-    return path.is_dir() and any(entry.suffix.lower() in (".jpg", ".jpeg") for entry in path.iterdir())
 
 
 def _positive_float(text: str) -> float:

@@ -11,10 +11,6 @@ AVISEG_LABELS = (
     "tree_harvester", "trumpet", "lion", "bass", "erhu", "horse",
 )  # fmt: skip
 
-# ImageNet statistics on the 0-255 scale, RGB: the published checkpoints were trained with them.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
 # The ResNet-50 of detectron2 as transformers' ResNet: stride in the 3x3 convolution (STRIDE_IN_1X1=False).
 R50_BACKBONE = {
     "model_type": "resnet",
@@ -68,7 +64,9 @@ class AvisVggishConfig(PreTrainedConfig):
 @strict
 class AvisConfig(PreTrainedConfig):
     r"""
-    Every hyperparameter of AVISM (`configs/avism/*.yaml` of the original), with the R50 / ImageNet defaults.
+    Every hyperparameter of the AVISM model (`configs/avism/*.yaml` of the original), with the R50 / ImageNet
+    defaults. Pre- and post-processing settings (frame size, normalisation, padding, top-k, score threshold) are the
+    processor's (`AvisProcessor`).
 
     backbone_config (`dict` or `PreTrainedConfig`): a transformers ResNet or Swin config; the four stages
         (strides 4, 8, 16, 32) feed the pixel decoder.
@@ -80,7 +78,6 @@ class AvisConfig(PreTrainedConfig):
     encoder_feedforward_dim (`int`): FFN width of those layers (hard-coded 1024 in the original).
     encoder_n_points (`int`): sampling points per head and level.
     num_feature_levels (`int`): backbone levels the deformable encoder attends to (res3..res5).
-    common_stride (`int`): stride of the mask features.
     hidden_dim (`int`): width of the frame-level decoder (`MASK_FORMER.HIDDEN_DIM`).
     num_attention_heads (`int`): heads of the frame-level decoder and of the deformable encoder.
     dim_feedforward (`int`): FFN width of the frame-level decoder.
@@ -99,12 +96,9 @@ class AvisConfig(PreTrainedConfig):
     freeze_audio_encoder (`bool`): keep the audio encoder's weights fixed in training (the published models read
         precomputed VGGish features, so their encoder never trained with them).
     frame_chunk_size (`int`): frames per backbone + pixel decoder + frame decoder pass at inference.
-    mask_chunk_size (`int`): frames per mask upsampling pass at inference.
     clip_window_chunk_size (`int`): temporal windows per pass of the clip-level window encoders.
-    num_detections (`int`): top-k (clip query, class) pairs kept per video.
-    score_threshold (`float`): instances scoring at or below it are dropped.
-    pixel_mean, pixel_std (`list[float]`): RGB normalisation on the 0-255 scale.
-    size_divisibility (`int`): frames are zero-padded (after normalisation) to a multiple of it.
+    output_auxiliary_logits (`bool`): also output the predictions of every decoder layer (and the frame queries of
+        the last `num_frame_query_layers` frame-decoder layers), which the loss needs; on whenever labels are given.
     no_object_weight, class_weight, mask_weight, dice_weight (`float`): loss weights.
     sim_weight (`float`): weight of the query similarity loss. The original's `SIM_WEIGHT: 0.5` only switched the
         loss on (its weight-dict key did not match the loss's name), so the published models trained with 1.0.
@@ -128,7 +122,6 @@ class AvisConfig(PreTrainedConfig):
     encoder_feedforward_dim: int = 1024
     encoder_n_points: int = 4
     num_feature_levels: int = 3
-    common_stride: int = 4
     # frame-level decoder
     hidden_dim: int = 256
     num_attention_heads: int = 8
@@ -151,13 +144,8 @@ class AvisConfig(PreTrainedConfig):
     freeze_audio_encoder: bool = True
     # inference
     frame_chunk_size: int = 18
-    mask_chunk_size: int = 5
     clip_window_chunk_size: int = 16
-    num_detections: int = 100
-    score_threshold: float = 0.3
-    pixel_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN
-    pixel_std: list[float] | tuple[float, ...] = IMAGENET_STD
-    size_divisibility: int = 32
+    output_auxiliary_logits: bool = False
     # training
     no_object_weight: float = 0.1
     clip_no_object_weight: float = 0.1
@@ -174,8 +162,6 @@ class AvisConfig(PreTrainedConfig):
         if self.id2label is None:
             self.id2label = dict(enumerate(AVISEG_LABELS))
             self.label2id = {name: index for index, name in self.id2label.items()}
-        self.pixel_mean = list(self.pixel_mean)
-        self.pixel_std = list(self.pixel_std)
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):

@@ -4,8 +4,11 @@ The original (`avism/data/datasets/extract_audio_feat/vggish_input.py::wavfile_t
 into one-second pieces, piece k = seconds [k, k + 1) for JPEG frame k, averages each to mono, resamples it to 16 kHz
 with resampy and keeps the first 96-frame log-mel example of the piece; a piece too short for one example (under
 0.975 s) gives an all-zero example. Here the whole track is resampled once (PyAV, at decoding) and each frame takes
-the one-second window that starts at its timestamp, with the same rule for windows the audio does not cover: the
-all-zero example is also what a video without sound, or the seconds after its audio ends, get.
+the one-second window that starts at its timestamp, with the same rule for windows the track does not cover (the
+seconds after it ends).
+
+Silence is the log-mel of a silent waveform (`silence`): what a video without sound, or with its sound muted, gives
+every frame.
 """
 
 import math
@@ -94,6 +97,11 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
             windows = waveform[offsets[batch, None] + torch.arange(self.example_length)]
             examples[batch] = self.log_mel(windows).float()
         return BatchFeature({"audio_log_mel": examples}, tensor_type=return_tensors)
+
+    def silence(self, num_frames: int) -> torch.Tensor:
+        """(num_frames, num_frames_per_example, num_mel_bins) float32: the log-mel examples of a silent waveform,
+        log(log_offset) everywhere."""
+        return torch.full((num_frames, self.num_frames, self.num_mel_bins), math.log(self.log_offset))
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """(..., samples) -> (..., frames, num_mel_bins): log(|STFT| @ mel filters + log_offset), as `mel_features.py`.

@@ -1,8 +1,13 @@
-"""The video part of the AVIS processor: sampled RGB frames to the model's padded, normalised `pixel_values`.
+"""The frames part of the AVIS processor: a video's sampled RGB frames to the model's padded, normalised
+`pixel_values`.
 
 It reproduces the original's test-time path: detectron2's `ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST,
 "choice")` in the dataset mapper, then `(x - pixel_mean) / pixel_std` and `ImageList.from_tensors(images, 32)` in the
 model, which zero-pads bottom and right after normalising.
+
+It is an image processor for the frames of one video, as VideoMAE's is, rather than a transformers video
+processor: those (`BaseVideoProcessor`, `AutoVideoProcessor`, and a processor's `video_processor` attribute) need
+torchvision, which this project cannot install beside its torch.
 """
 
 from collections.abc import Iterable
@@ -13,8 +18,11 @@ import torch.nn.functional as F
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
-from .configuration_avis import IMAGENET_MEAN, IMAGENET_STD
 from .errors import AvisInputError
+
+# ImageNet statistics on the 0-255 scale, RGB: the published checkpoints were trained with them.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def shortest_edge_size(height: int, width: int, shortest_edge: int, longest_edge: int) -> tuple[int, int]:
@@ -32,6 +40,17 @@ def shortest_edge_size(height: int, width: int, shortest_edge: int, longest_edge
     return max(int(new_height + 0.5), 1), max(int(new_width + 0.5), 1)
 
 
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) uint8 RGB -> (N, 3, h, w) uint8: the frame resize of training and test alike.
+
+    detectron2 resizes uint8 frames with PIL's bilinear filter, which widens its support when shrinking
+    (antialiasing). torch's antialiased bilinear on uint8 implements the same filter with the same fixed-point
+    arithmetic: it equals PIL exactly at integer scale factors, and elsewhere differs by 1 grey level on a few pixels
+    in a thousand (tests/test_image_processing_avis.py measures it).
+    """
+    return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 class AvisImageProcessor(BaseImageProcessor):
     r"""
     Resizes, normalises and pads the sampled frames of one video.
@@ -39,8 +58,8 @@ class AvisImageProcessor(BaseImageProcessor):
     shortest_edge (`int`): the frames' short side after resizing (`INPUT.MIN_SIZE_TEST`: 360 for the R50 models,
         448 for Swin-L).
     longest_edge (`int`): cap on the long side after resizing (`INPUT.MAX_SIZE_TEST`, detectron2's default 1333).
-    image_mean, image_std (`list[float]`): RGB normalisation on the 0-255 scale (`AvisConfig.pixel_mean/std`).
-    size_divisibility (`int`): frames are zero-padded bottom/right to a multiple of it (`AvisConfig.size_divisibility`).
+    image_mean, image_std (`list[float]`): RGB normalisation on the 0-255 scale (`MODEL.PIXEL_MEAN/STD`).
+    size_divisibility (`int`): frames are zero-padded bottom/right to a multiple of it (`SIZE_DIVISIBILITY`).
     """
 
     model_input_names = ["pixel_values"]
@@ -65,47 +84,53 @@ class AvisImageProcessor(BaseImageProcessor):
         """The resized (height, width) of a (height, width) frame."""
         return shortest_edge_size(height, width, self.shortest_edge, self.longest_edge)
 
-    def resize(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (3, h, w) uint8.
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The padded (height, width) the model sees for a resized (height, width) frame."""
+        divisor = self.size_divisibility
+        return -(-height // divisor) * divisor, -(-width // divisor) * divisor
 
-        detectron2 resizes uint8 frames with PIL's bilinear filter, which widens its support when shrinking
-        (antialiasing). torch's antialiased bilinear on uint8 implements the same filter with the same fixed-point
-        arithmetic: it equals PIL exactly at integer scale factors, and elsewhere differs by 1 grey level on a few
-        pixels in a thousand (tests/test_image_processing_avis.py measures it).
-        """
-        frame = torch.as_tensor(frame)
-        if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-            raise AvisInputError(
-                f"a frame must be an (H, W, 3) uint8 RGB array, got {tuple(frame.shape)} {frame.dtype}"
-            )
-        size = self.output_size(frame.shape[0], frame.shape[1])
-        pixels = frame.permute(2, 0, 1).unsqueeze(0).contiguous()
-        return F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """(..., 3, h, w) uint8 RGB -> float32 `(x - image_mean) / image_std`."""
+        mean = torch.tensor(self.image_mean, device=frames.device).view(3, 1, 1)
+        std = torch.tensor(self.image_std, device=frames.device).view(3, 1, 1)
+        return (frames.float() - mean) / std
 
-    def __call__(self, frames: Iterable[np.ndarray | torch.Tensor], return_tensors: str | None = "pt") -> BatchFeature:
-        """Frames of one video, each (H, W, 3) uint8 RGB, all of one size; resized one by one as they come.
+    def pad(self, pixel_values: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(..., h, w) zero-padded at the bottom and right to `size` (default: `padded_size` of its own), as the
+        original pads after normalising (the padding is 0, not the normalised value of a black pixel)."""
+        height, width = pixel_values.shape[-2:]
+        padded_height, padded_width = size or self.padded_size(height, width)
+        return F.pad(pixel_values, (0, padded_width - width, 0, padded_height - height))
+
+    def preprocess(
+        self, images: Iterable[np.ndarray | torch.Tensor], return_tensors: str | None = "pt"
+    ) -> BatchFeature:
+        """The frames of one video, each (H, W, 3) uint8 RGB, all of one size: resized one by one as they come,
+        normalised and padded.
 
         Returns `pixel_values` (T, 3, Hp, Wp) float32, `image_size` (h, w) before padding and `original_size` (H, W).
         """
         resized, original_size = [], None
-        for frame in frames:
+        for frame in images:
+            frame = torch.as_tensor(frame)
+            if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+                raise AvisInputError(
+                    f"a frame must be an (H, W, 3) uint8 RGB array, got {tuple(frame.shape)} {frame.dtype}"
+                )
             size = tuple(frame.shape[:2])
             if original_size is not None and size != original_size:
                 raise AvisInputError(f"every frame of a video must have one size: {size} after {original_size}")
             original_size = size
-            resized.append(self.resize(frame))
+            resized.append(resize_frames(frame.permute(2, 0, 1)[None].contiguous(), self.output_size(*size))[0])
         if not resized:
             raise AvisInputError("no frames to process")
-        pixels = torch.stack(resized).float()  # (T, 3, h, w)
-        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
-        pixels = (pixels - mean) / std
-        height, width = pixels.shape[-2:]
-        pad_bottom = -height % self.size_divisibility
-        pad_right = -width % self.size_divisibility
-        pixels = F.pad(pixels, (0, pad_right, 0, pad_bottom))
-        data = {"pixel_values": pixels, "image_size": [height, width], "original_size": list(original_size)}
+        frames = torch.stack(resized)  # (T, 3, h, w) uint8
+        data = {
+            "pixel_values": self.pad(self.normalize(frames)),
+            "image_size": list(frames.shape[-2:]),
+            "original_size": list(original_size),
+        }
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["image_size", "original_size"])
 
 
-__all__ = ["AvisImageProcessor", "shortest_edge_size"]
+__all__ = ["AvisImageProcessor", "IMAGENET_MEAN", "IMAGENET_STD", "resize_frames", "shortest_edge_size"]

@@ -6,9 +6,9 @@ Inference therefore runs in two passes:
 1. every frame goes through the per-frame part of the model (backbone, pixel decoder, frame decoder) in chunks of a
    few frames; its frame queries (100 x 256 floats) are kept, its clip-level mask features (256 x H/4 x W/4, 15.7 MB
    at 360p) go to an `AvisMaskFeatureStore` (memory up to a budget, then a temporary file);
-2. the clip module reads all frame queries and gives the clip queries; the mask features are then read back twice,
-   chunk by chunk: once to score the top (query, class) pairs, once to draw the kept instances' masks, which are
-   handed on as they are made (to RLE, to a renderer) and never held for the whole video.
+2. the clip module reads all frame queries and gives the clip queries; the processor's post-processing then reads the
+   mask features back twice, chunk by chunk: once to score the top (query, class) pairs, once to draw the kept
+   instances' masks, which are encoded as RLE as they are made and never held for the whole video.
 
 The frames meet the model in exactly the chunks the one-shot `AvisModel.forward` uses for the same
 `frame_chunk_size`, and the post-processing reads the same frame chunks, so both give identical results.
@@ -30,16 +30,11 @@ import torch
 
 from .errors import AvisCheckpointError
 from .loading import load_model, load_processor
-from .modeling_avis import AvisModel
-from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
+from .modeling_avis import AvisModel, AvisModelOutput
 from .processing_avis import AvisProcessor
-from .results import build_video_result
 from .tracks import AvisVideoResult
 from .video_io import ProgressFn
 
-# The model the app and the CLI run when given none: a small AVISM trained on the sounding-shapes dataset, shipped in
-# the repository (its model card says how it was made).
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "avis-sounding-shapes"
 # Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
 # chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
 # page-faulted in afresh for every chunk.
@@ -317,69 +312,17 @@ def encode_video(
     )
 
 
-def detect_instances(
-    model: AvisModel,
-    encoding: AvisVideoEncoding,
-    image_size: tuple[int, int],
-    score_threshold: float | None = None,
-    max_instances: int | None = None,
-) -> AvisVideoInstances:
-    """The second pass: the clip module over all frame queries, then the instances scoring above the threshold
-    (default: the config's), at most `max_instances` of them, in descending score order."""
-    config = model.config
+def decode_video(model: AvisModel, encoding: AvisVideoEncoding) -> AvisModelOutput:
+    """The second pass: the clip module over all frame queries. The output reads as `AvisModel.forward`'s (batch
+    of one), with the encoding's mask-feature store as the video's mask features."""
     clip_output = model.clip_module(encoding.frame_queries, encoding.audio_features)
-    with torch.autocast(encoding.frame_queries.device.type, enabled=False):  # scores in float32 under any autocast
-        instances = score_instances(
-            clip_output.class_logits[-1, -1, 0].float(),
-            clip_output.mask_embeddings[-1, -1, 0].float(),
-            encoding.mask_features,
-            encoding.padded_size,
-            image_size,
-            num_detections=config.num_detections,
-            score_threshold=config.score_threshold if score_threshold is None else score_threshold,
-            chunk_size=config.mask_chunk_size,
-        )
-    return instances if max_instances is None else instances.select(slice(0, max_instances))
-
-
-@dataclass
-class AvisVideoSegmentation:
-    """The instances found in a video and their masks.
-
-    instances (`AvisVideoInstances`): scores, labels and mask embeddings, in descending score order.
-    masks (`Iterator` of `(N, t, H, W)` bool): the instances' masks at the target size, chunk after chunk of
-        frames; each chunk is made as it is asked for (iterate once).
-    num_frames (`int`): T, the frames the masks cover.
-    """
-
-    instances: AvisVideoInstances
-    masks: Iterator[torch.Tensor]
-    num_frames: int
-
-
-def segment_video(
-    model: AvisModel,
-    chunks: Iterable[Mapping[str, torch.Tensor]],
-    image_size: tuple[int, int],
-    target_size: tuple[int, int],
-    mask_features: AvisMaskFeatureStore,
-    score_threshold: float | None = None,
-    max_instances: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    frame_chunk_size: int | None = None,
-    workers: int = 1,
-) -> AvisVideoSegmentation:
-    """Both passes over a video given as model inputs in chunks (see `encode_video`), with `model` in eval mode.
-
-    image_size: (h, w) of the resized frames before padding; target_size: (H, W) of the masks (the source's size).
-    mask_features: an empty store for the first pass; the masks are read from it, so close it after them.
-    """
-    encoding = encode_video(model, chunks, mask_features, progress, frame_chunk_size, workers)
-    instances = detect_instances(model, encoding, image_size, score_threshold, max_instances)
-    masks = instance_mask_chunks(
-        instances, mask_features, encoding.padded_size, image_size, target_size, model.config.mask_chunk_size
+    return AvisModelOutput(
+        class_logits=clip_output.class_logits[-1, -1],
+        mask_embeddings=clip_output.mask_embeddings[-1, -1],
+        mask_features=[encoding.mask_features],
+        frame_queries=encoding.frame_queries[-1],
+        clip_output=clip_output,
     )
-    return AvisVideoSegmentation(instances=instances, masks=masks, num_frames=encoding.num_frames)
 
 
 class AvisVideoSegmenter:
@@ -442,96 +385,71 @@ class AvisVideoSegmenter:
         score_threshold: float | None = None,
         max_instances: int | None = None,
         audio_features: str | Path | np.ndarray | None = None,
+        mute_audio: bool = False,
         progress: ProgressFn | None = None,
     ) -> AvisVideoResult:
         """The sounding instances of one video (a media file or an AVISeg frame folder) as tracks.
 
         fps: frames sampled per second (default: the processor's, 1 as AVISM was trained); "native" takes every frame.
-        score_threshold, max_instances: instances scoring at or below the threshold (default: the model config's)
-            are dropped, and at most `max_instances` of the others are kept, highest scores first.
+        score_threshold, max_instances: instances scoring at or below the threshold (default: the processor's) are
+            dropped, and at most `max_instances` of the others are kept, highest scores first.
         audio_features: precomputed VGGish features (T x 128) instead of the video's sound.
+        mute_audio: give every frame silence instead of the video's sound (how much a model listens).
         progress: called as progress(fraction, description) through the passes.
         Raises AvisInputError for media it cannot use, and AvisCheckpointError when the model cannot hear the video
         (no audio encoder) and no features are given.
         """
-        if audio_features is None and self.model.audio_encoder is None:
+        hears = self.model.audio_encoder is not None
+        if not hears and audio_features is None and not Path(video).is_dir():
             raise AvisCheckpointError(
                 "this model reads precomputed VGGish features (its config has no audio_config): give audio_features, "
                 "or convert it with --vggish so that it hears the video's sound"
             )
         report = progress or (lambda fraction, description: None)
         report(0.0, "Reading the audio")
-        chunks = self.processor.iter_chunks(video, self.frame_chunk_size, audio_features=audio_features, fps=fps)
+        chunks = self.processor.iter_chunks(
+            video, self.frame_chunk_size, audio_features=audio_features, fps=fps,
+            audio_input="audio_log_mel" if hears else "audio_features", mute_audio=mute_audio,
+        )  # fmt: skip
         expected = chunks.expected_frames or 1
-        device = next(self.model.parameters()).device
-        inputs = (
-            {name: value.to(device) for name, value in chunk.items() if isinstance(value, torch.Tensor)}
-            for chunk in chunks
-        )
         report(0.0, "Decoding and encoding frames")
-        with self.segment(
-            inputs,
-            chunks.image_size,
-            chunks.original_size,
-            score_threshold,
-            max_instances,
-            lambda done: report(0.9 * min(done / expected, 1.0), "Decoding and encoding frames"),
-        ) as segmentation:
+        with self.outputs(chunks, lambda done: report(0.9 * min(done / expected, 1.0), "Decoding and encoding frames")) as outputs:
             report(0.9, "Drawing masks")
-            height, width = chunks.original_size
-            result = build_video_result(
-                segmentation.instances.scores,
-                segmentation.instances.labels,
-                segmentation.masks,
-                timestamps=chunks.timestamps,
-                height=height,
-                width=width,
-                id2label=self.model.config.id2label,
-                has_audio=chunks.has_audio,
-                fps=chunks.fps,
-                notes=chunks.notes,
+            (result,) = self.processor.post_process_video_instance_segmentation(
+                outputs, [chunks.metadata()], self.model.config.id2label, score_threshold, max_instances
             )
         report(1.0, "Done")
         return result
 
     @contextlib.contextmanager
-    def segment(
-        self,
-        chunks: Iterable[Mapping[str, torch.Tensor]],
-        image_size: tuple[int, int],
-        target_size: tuple[int, int],
-        score_threshold: float | None = None,
-        max_instances: int | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> Iterator[AvisVideoSegmentation]:
-        """`segment_video` with this segmenter's threads, precision and mask-feature store, on model inputs already
-        made (on the model's device): `with segmenter.segment(...) as segmentation:` read its masks inside the block.
+    def outputs(
+        self, chunks: Iterable[Mapping[str, torch.Tensor]], progress: Callable[[int], None] | None = None
+    ) -> Iterator[AvisModelOutput]:
+        """Both passes of the model over a video given as model inputs in chunks (`AvisProcessor.iter_chunks`), with
+        this segmenter's threads, precision and mask-feature store: `with segmenter.outputs(chunks) as outputs:`
+        post-process inside the block (the mask features are read from the store, which is closed after it).
+
+        The output reads as `AvisModel.forward`'s on the whole video (batch of one): the frames meet the model in
+        the chunks the one-shot forward uses for the same `frame_chunk_size`, so both give the same results.
         """
-        on_cpu = next(self.model.parameters()).device.type == "cpu"
-        if self.autocast_dtype is None:
-            autocast = contextlib.nullcontext()
-        else:
-            autocast = torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast_dtype)
+        device = next(self.model.parameters()).device
+        on_cpu = device.type == "cpu"
+        autocast = (
+            contextlib.nullcontext()
+            if self.autocast_dtype is None
+            else torch.autocast(device.type, dtype=self.autocast_dtype)
+        )
+        inputs = ({name: value.to(device) for name, value in chunk.items()} for chunk in chunks)
         with (
             torch.inference_mode(),
             AvisMaskFeatureStore(self.memory_budget, self.spill_directory) as store,
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
-            # the masks are drawn lazily, as the caller reads them: in float32, outside autocast
             with autocast:
-                segmentation = segment_video(
-                    self.model,
-                    chunks,
-                    image_size,
-                    target_size,
-                    store,
-                    score_threshold,
-                    max_instances,
-                    progress,
-                    self.frame_chunk_size,
-                    workers=self.cpu_threads if on_cpu else 1,
-                )
-            yield segmentation
+                workers = self.cpu_threads if on_cpu else 1
+                encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, workers)
+                outputs = decode_video(self.model, encoding)
+            yield outputs
 
 
 @contextlib.contextmanager
@@ -546,15 +464,12 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 __all__ = [
-    "DEFAULT_MODEL",
     "DEFAULT_MEMORY_BUDGET",
     "CPU_FRAME_CHUNK",
     "AvisMaskFeatureStore",
     "AvisVideoEncoding",
-    "AvisVideoSegmentation",
     "AvisVideoSegmenter",
-    "detect_instances",
+    "decode_video",
     "encode_video",
     "model_frame_chunks",
-    "segment_video",
 ]

@@ -22,7 +22,7 @@ from transformers.utils import logging as transformers_logging
 from .configuration_avis import AvisConfig
 from .errors import AvisCheckpointError, one_line
 from .modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisPreTrainedModel
-from .processing_avis import AvisProcessor
+from .processing_avis import LEGACY_PROCESSOR_FIELDS, AvisProcessor
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # What loading a folder of bad files raises, from transformers, safetensors and torch.load (whose weights-only
@@ -113,17 +113,24 @@ def load_model(
 
 
 def load_processor(name: str | Path, config: AvisConfig) -> AvisProcessor:
-    """The processor saved with the model; a folder or Hub id without one gets the one its config implies."""
+    """The processor saved with the model; a folder or Hub id without one gets the one the original tested such a
+    model with (`AvisProcessor.for_model`). Settings a processor saved before they were its own are read from the
+    model's config, as are those of a folder without a processor."""
     name = str(name)
     folder = Path(name)
     if folder.is_dir() and not (folder / "processor_config.json").is_file():
-        return AvisProcessor.from_model_config(config)
+        return AvisProcessor.for_model(config)
     try:
-        return AvisProcessor.from_pretrained(name)
+        processor = AvisProcessor.from_pretrained(name)
+        saved = AvisProcessor.get_processor_dict(name)[0]
     except LOADING_ERRORS as error:
         if not folder.is_dir():  # a Hub model without a processor of its own
-            return AvisProcessor.from_model_config(config)
+            return AvisProcessor.for_model(config)
         raise AvisCheckpointError(f"{name}: its processor_config.json could not be read ({one_line(error)})") from None
+    for key in LEGACY_PROCESSOR_FIELDS:
+        if key not in saved and hasattr(config, key):
+            setattr(processor, key, getattr(config, key))
+    return processor
 
 
 def unpickling_error(what: str, error: pickle.UnpicklingError) -> AvisCheckpointError:

@@ -9,6 +9,7 @@ clip queries: each one is a candidate sounding instance with a class and one mas
 import math
 from dataclasses import dataclass
 
+import httpx
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -18,11 +19,22 @@ from transformers.utils import ModelOutput, logging
 
 from .backbone_avis import build_backbone
 from .configuration_avis import AvisConfig
-from .deformable_attention import AvisMultiscaleDeformableAttention, MultiScaleDeformableAttention
+from .deformable_attention import AvisMultiscaleDeformableAttention
 from .loss_avis import AvisLoss
 from .modeling_vggish import AvisVggishModel
 
 logger = logging.get_logger(__name__)
+
+# What fetching a Hub kernel raises when it cannot be had: ValueError (offline, no variant for this device or torch,
+# kernels missing), OSError (files), httpx.HTTPError (the Hub unreachable).
+KERNEL_LOADING_ERRORS = (ValueError, OSError, httpx.HTTPError)
+
+# What a saved folder's code offers transformers' auto classes: any of them loads it with trust_remote_code.
+AUTO_MAP = {
+    "AutoConfig": "configuration_avis.AvisConfig",
+    "AutoModel": "modeling_avis.AvisModel",
+    "AutoModelForInstanceSegmentation": "modeling_avis.AvisForAudioVisualInstanceSegmentation",
+}
 
 
 @dataclass
@@ -380,7 +392,8 @@ class AvisFrameDecoder(nn.Module):
     ) -> AvisFrameDecoderOutput:
         # multi_scale_features: strides 32, 16, 8, (N, C, H_l, W_l); level_mask_features: the mask features at
         # those sizes, (N, mask_dim, H_l, W_l); audio_features: (N, audio_dim), one per frame;
-        # mask_features: (N, mask_dim, h, w) at stride 4, only to output mask predictions (training)
+        # mask_features: (N, mask_dim, h, w) at stride 4, given for the auxiliary outputs: every layer's stride-4 mask
+        # logits, and the frame queries of the last `num_frame_query_layers` layers (else only the last's)
         batch = audio_features.shape[0]
         memories, memory_positions = [], []
         for level, feature in enumerate(multi_scale_features):
@@ -419,7 +432,7 @@ class AvisFrameDecoder(nn.Module):
             class_logits.append(logits)
             mask_logits.append(self.masks(embeddings, mask_features))
 
-        num_outputs = self.num_output_layers if self.training else 1
+        num_outputs = 1 if mask_features is None else self.num_output_layers
         return AvisFrameDecoderOutput(
             frame_queries=torch.stack(frame_queries[-num_outputs:]),
             class_logits=class_logits,
@@ -492,8 +505,11 @@ class AvisClipModule(nn.Module):
         self.frame_similarity_projection = nn.Linear(dim, dim)
         self.clip_similarity_projection = nn.Linear(dim, dim)
 
-    def forward(self, frame_queries: torch.Tensor, audio_features: torch.Tensor) -> AvisClipOutput:
-        # frame_queries: (L, B, T, fQ, C) from L frame-decoder layers; audio_features: (B, T, audio_dim)
+    def forward(
+        self, frame_queries: torch.Tensor, audio_features: torch.Tensor, output_auxiliary_logits: bool = False
+    ) -> AvisClipOutput:
+        # frame_queries: (L, B, T, fQ, C) from L frame-decoder layers; audio_features: (B, T, audio_dim);
+        # output_auxiliary_logits: every decoder layer's predictions (D of them), else the last layer's
         num_layers, batch, num_frames, num_queries, _ = frame_queries.shape
         frame_queries = self.input_projection(frame_queries.flatten(0, 1))  # (LB, T, fQ, C), index l * B + b
         audio = self.audio_projection(audio_features)  # (B, T, C)
@@ -504,8 +520,8 @@ class AvisClipModule(nn.Module):
         pad = (0, 0, 0, 0, 0, padded_frames - num_frames)
         frame_queries, audio = F.pad(frame_queries, pad), F.pad(audio, pad)
         is_padding = torch.arange(padded_frames, device=frame_queries.device) >= num_frames
-        plain_masks = self.window_masks(is_padding, window, num_queries, shifted=False)
-        shifted_masks = self.window_masks(is_padding, window, num_queries, shifted=True)
+        plain_masks = self.plain_window_masks(is_padding, window, num_queries)
+        shifted_masks = self.shifted_window_masks(is_padding, window, num_queries)
 
         for index in range(len(self.encoder_self_attention_layers)):
             shifted = index % 2 == 1 and not self.training and self.window_size > 0
@@ -543,7 +559,7 @@ class AvisClipModule(nn.Module):
             zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
         ):
             queries = ffn(self_attn(cross(queries, fused, query_positions, memory_positions), query_positions))
-            if self.training or index == len(self.cross_attention_layers) - 1:
+            if output_auxiliary_logits or index == len(self.cross_attention_layers) - 1:
                 outputs.append(self.decoder_norm(queries).view(num_layers, batch, *queries.shape[1:]))
         outputs = torch.stack(outputs)  # (D, L, B, cQ, C)
         return AvisClipOutput(
@@ -556,14 +572,19 @@ class AvisClipModule(nn.Module):
         )
 
     @staticmethod
-    def window_masks(is_padding: torch.Tensor, window: int, num_queries: int, shifted: bool) -> "AvisWindowMasks":
-        """The attention masks of the temporal windows of a video whose frames are `is_padding` (T,) or not."""
-        if not shifted:
-            # plain windows: every query may attend to every real frame's tokens
-            return AvisWindowMasks((~is_padding).view(-1, 1, window), 0, num_queries)
-        # After rolling by half a window, the first window holds the video's last frames next to its first ones:
-        # those two parts may not attend to each other. In the first and last windows a padded frame neither
-        # attends nor is attended to; in the other windows the original masks only padded queries (none fall there).
+    def plain_window_masks(is_padding: torch.Tensor, window: int, num_queries: int) -> "AvisWindowMasks":
+        """The attention masks of the plain temporal windows of a video whose frames are `is_padding` (T,) or not:
+        every query may attend to every real frame's tokens of its window."""
+        return AvisWindowMasks((~is_padding).view(-1, 1, window), 0, num_queries)
+
+    @staticmethod
+    def shifted_window_masks(is_padding: torch.Tensor, window: int, num_queries: int) -> "AvisWindowMasks":
+        """The attention masks of the temporal windows shifted by half a window (frames `is_padding` (T,) or not).
+
+        After rolling by half a window, the first window holds the video's last frames next to its first ones:
+        those two parts may not attend to each other. In the first and last windows a padded frame neither attends
+        nor is attended to; in the other windows the original masks only padded queries (none fall there).
+        """
         half = math.ceil(window / 2)
         rolled = torch.roll(is_padding, half).view(-1, window)  # (Nw, W)
         blocked = rolled[:, :, None].expand(-1, -1, window).clone()  # query frame is padding
@@ -623,18 +644,22 @@ class AvisPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "audio")
 
     def set_use_kernels(self, use_kernels, kernel_config=None, mode=None):
-        """As transformers', but a kernel that cannot be fetched or fit this device leaves the PyTorch path."""
+        """As transformers', but a Hub kernel that cannot be had (the Hub offline or unreachable, no build for this
+        device or torch) leaves the PyTorch path, with a warning. `kernelize` loads a layer's kernel before it
+        replaces that layer's forward, so a failed load leaves every deformable-attention layer as it was."""
         try:
             super().set_use_kernels(use_kernels, kernel_config, mode)
-        except Exception as error:  # offline Hub, no build for this device or torch: never fatal
+        except KERNEL_LOADING_ERRORS as error:
             logger.warning_once(
                 f"The deformable-attention kernel could not be loaded ({type(error).__name__}: {error}); "
                 "running the PyTorch implementation."
             )
-            for module in self.modules():
-                if isinstance(module, MultiScaleDeformableAttention):
-                    module.__dict__.pop("forward", None)  # kernelize replaces forward per instance
             self._use_kernels = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:  # its code goes beside the weights: every auto class may load them
+            self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -716,14 +741,15 @@ class AvisModel(AvisPreTrainedModel):
         return torch.cat(features).unflatten(0, audio_log_mel.shape[:-2])
 
     def encode_frames(
-        self, pixel_values: torch.Tensor, audio_features: torch.Tensor, output_frame_predictions: bool = False
+        self, pixel_values: torch.Tensor, audio_features: torch.Tensor, output_auxiliary_logits: bool = False
     ) -> AvisFrameEncoding:
         """The per-frame part of AVISM on a set of frames: (N, 3, H, W) and (N, audio_dim) in, frame queries and
-        clip-level mask features out. Frames are independent here, so long videos can be encoded chunk by chunk."""
+        clip-level mask features out (and, with `output_auxiliary_logits`, every frame-decoder layer's predictions).
+        Frames are independent here, so long videos can be encoded chunk by chunk."""
         # Channels-last (NHWC) maps make the CPU's convolutions, pooling and resizing faster (7 % less time in all)
         # and turn the pixel decoder's maps into token sequences without a copy.
         pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        pixel_output = self.pixel_decoder(self.backbone(pixel_values), output_mask_features=output_frame_predictions)
+        pixel_output = self.pixel_decoder(self.backbone(pixel_values), output_mask_features=output_auxiliary_logits)
         frame_output = self.frame_decoder(
             pixel_output.multi_scale_features,
             pixel_output.level_mask_features,
@@ -741,29 +767,30 @@ class AvisModel(AvisPreTrainedModel):
         pixel_values: torch.Tensor,
         audio_features: torch.Tensor | None = None,
         audio_log_mel: torch.Tensor | None = None,
-        output_frame_predictions: bool | None = None,
+        output_auxiliary_logits: bool | None = None,
     ) -> AvisModelOutput:
         r"""
-        pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
+        pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded (as the processor pads them).
         audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame (VGGish: 128-d).
         audio_log_mel (`(B, T, 96, 64)`): instead of `audio_features`, the VGGish log-mel example of each frame,
             encoded by the model's audio encoder.
-        output_frame_predictions (`bool`, *optional*): also return the frame-level mask logits of every decoder
-            layer (defaults to training mode: inference needs only the frame queries).
+        output_auxiliary_logits (`bool`, *optional*): also return the predictions of every frame- and clip-decoder
+            layer, the clip module run on the last `num_frame_query_layers` frame-decoder layers (what the loss
+            needs; default: `config.output_auxiliary_logits`). Inference needs only the last layers'.
         """
         if (audio_features is None) == (audio_log_mel is None):
             raise ValueError("give exactly one of audio_features and audio_log_mel")
         if audio_features is None:
             audio_features = self.encode_audio(audio_log_mel)
-        if output_frame_predictions is None:
-            output_frame_predictions = self.training
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.output_auxiliary_logits
         batch, num_frames = pixel_values.shape[:2]
         frames = pixel_values.flatten(0, 1)  # (B*T, 3, H, W), index b * T + t
         audio = audio_features.flatten(0, 1)
         # inference runs the per-frame part in chunks to bound memory; training needs every frame's graph
         chunk = frames.shape[0] if self.training else self.config.frame_chunk_size
         encodings = [
-            self.encode_frames(frames[start : start + chunk], audio[start : start + chunk], output_frame_predictions)
+            self.encode_frames(frames[start : start + chunk], audio[start : start + chunk], output_auxiliary_logits)
             for start in range(0, frames.shape[0], chunk)
         ]
         frame_output = _concatenate_frame_outputs([encoding.frame_decoder_output for encoding in encodings])
@@ -771,7 +798,7 @@ class AvisModel(AvisPreTrainedModel):
         mask_features = mask_features.unflatten(0, (batch, num_frames))  # (B, T, mask_dim, h, w)
 
         frame_queries = frame_output.frame_queries.unflatten(1, (batch, num_frames))  # (L, B, T, fQ, C)
-        clip_output = self.clip_module(frame_queries, audio_features)
+        clip_output = self.clip_module(frame_queries, audio_features, output_auxiliary_logits)
         return AvisModelOutput(
             class_logits=clip_output.class_logits[-1, -1],
             mask_embeddings=clip_output.mask_embeddings[-1, -1],
@@ -812,17 +839,21 @@ class AvisForAudioVisualInstanceSegmentation(AvisPreTrainedModel):
         audio_log_mel: torch.Tensor | None = None,
         mask_labels: list[torch.Tensor] | None = None,
         class_labels: list[torch.Tensor] | None = None,
+        output_auxiliary_logits: bool | None = None,
     ) -> AvisInstanceSegmentationOutput:
         r"""
-        pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded to a multiple of `size_divisibility`.
+        pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded (as the processor pads them).
         audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame.
         audio_log_mel (`(B, T, 96, 64)`): instead of `audio_features`, log-mel examples for the audio encoder.
         mask_labels (`list` of `(N_b, T, H, W)`): ground-truth masks at the padded size (empty where absent).
         class_labels (`list` of `(N_b,)`): ground-truth classes in [0, num_labels).
+        output_auxiliary_logits (`bool`, *optional*): see `AvisModel.forward`; always on when labels are given (the
+            loss supervises every layer), in training and in eval mode alike.
         """
-        outputs = self.model(pixel_values, audio_features, audio_log_mel)
+        with_labels = mask_labels is not None and class_labels is not None
+        outputs = self.model(pixel_values, audio_features, audio_log_mel, with_labels or output_auxiliary_logits)
         loss = loss_dict = None
-        if mask_labels is not None and class_labels is not None:
+        if with_labels:
             frames, clip = outputs.frame_decoder_output, outputs.clip_output
             # (D, L, B, cQ, C) x (B, T, C, h, w) -> (D, L, B, cQ, T, h, w)
             clip_masks = torch.einsum("dlbqc,btchw->dlbqthw", clip.mask_embeddings, outputs.mask_features)

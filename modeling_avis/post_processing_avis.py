@@ -1,4 +1,5 @@
-"""From clip-level predictions to scored instances with a mask per frame, as the original's inference."""
+"""From clip-level predictions to scored instances with a mask per frame, as the original's inference: the
+steps of `AvisProcessor.post_process_video_instance_segmentation`."""
 
 import dataclasses
 from collections.abc import Iterator, Sequence
@@ -147,29 +148,3 @@ def instance_mask_chunks(
         if tuple(target_size) != tuple(image_size):  # at the same size, bilinear resizing is the identity
             logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
         yield logits > 0
-
-
-def post_process_video_instance_segmentation(
-    class_logits: torch.Tensor,
-    mask_embeddings: torch.Tensor,
-    mask_features: torch.Tensor,
-    padded_size: tuple[int, int],
-    image_size: tuple[int, int],
-    target_size: tuple[int, int],
-    num_detections: int = 100,
-    score_threshold: float = 0.3,
-    chunk_size: int = 5,
-) -> tuple[AvisVideoInstances, torch.Tensor]:
-    """`score_instances` and all their masks at once: (instances, masks (N, T, H, W) bool)."""
-    instances = score_instances(
-        class_logits,
-        mask_embeddings,
-        mask_features,
-        padded_size,
-        image_size,
-        num_detections,
-        score_threshold,
-        chunk_size,
-    )
-    chunks = instance_mask_chunks(instances, mask_features, padded_size, image_size, target_size, chunk_size)
-    return instances, torch.cat(list(chunks), dim=1)

@@ -1,26 +1,29 @@
-"""AvisProcessor: a video file (or an AVISeg frame folder) to the model's inputs, and the model's detections to tracks.
+"""AvisProcessor: a video file (or an AVISeg frame folder) to the model's inputs, and the model's outputs to tracks.
 
-    processor = AvisProcessor()                  # 1 fps, shortest edge 360: the R50 models as published
-    inputs = processor("concert.mp4")            # pixel_values (1, T, 3, Hp, Wp), audio_log_mel (1, T, 96, 64)
-    for chunk in processor.iter_chunks("concert.mp4", 18):  # the same, 18 frames at a time: any video length
-        ...                                      # pixel_values (t, 3, Hp, Wp), audio_log_mel (t, 96, 64), timestamps
-    ...                                          # the model's post-processing gives scores, labels, masks
-    result = processor.post_process_tracks(scores, labels, masks, inputs, model.config.id2label)
+    processor = AvisProcessor.from_pretrained("path/to/model")
+    inputs = processor("concert.mp4")      # pixel_values (1, T, 3, Hp, Wp), audio_log_mel (1, T, 96, 64)
+    outputs = model(**inputs)              # the inputs are the model's, exactly
+    result = processor.post_process_video_instance_segmentation(outputs, inputs.video_metadata, model.config.id2label)[0]
 
-Besides the model's inputs, the returned BatchFeature holds, per video (lists of one): `timestamps` (seconds of each
-sampled frame), `image_size` (h, w) of the resized frames before padding, `original_size` (H, W) of the source frames,
-`has_audio`, `fps` (the source's native frame rate) and `notes` (what was assumed about the input). Pass only the
-model inputs to the model: `{k: inputs[k] for k in processor.model_input_names if k in inputs}`.
+`inputs.video_metadata` (one `AvisVideoMetadata` per video) carries what post-processing needs besides the
+outputs: the sampled frames' timestamps, the frame sizes before and after resizing and padding, whether the video
+had sound, and notes on what was assumed. `iter_chunks` gives the same inputs a few frames at a time, for videos of
+any length (`AvisVideoSegmenter` streams them through the model that way).
+
+The processor's config holds the pre- and post-processing settings: the sampling rate (`fps`), the frame size
+and normalisation (`image_processor`), the log-mel (`feature_extractor`), and the top-k, score threshold and mask
+chunking of post-processing. Silence has one meaning here (`AvisFeatureExtractor.silence`, the log-mel of a silent
+waveform): what every frame of a video without sound gets, and every frame with `mute_audio=True`.
 """
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoProcessor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -28,21 +31,57 @@ from .configuration_avis import AvisConfig
 from .errors import AvisInputError
 from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
-from .results import build_video_result
-from .tracks import AvisVideoResult
+from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
+from .tracks import AvisTrack, AvisVideoResult, encode_mask
 from .video_io import probe_video, read_audio, read_frame_folder, read_frames, read_image
 
-METADATA_KEYS = ["timestamps", "image_size", "original_size", "has_audio", "fps", "notes"]
+# The audio inputs a model takes: log-mel examples for its own audio encoder, or precomputed VGGish features.
+AUDIO_INPUTS = ("audio_log_mel", "audio_features")
+
+
+@dataclass
+class AvisVideoMetadata:
+    """What the processor knows of one video besides its model inputs.
+
+    timestamps: seconds of each sampled frame from the video's start (complete once its chunks are iterated).
+    original_size: (H, W) of the source frames (upright), the size of the masks.
+    image_size: (h, w) of the resized frames before padding.
+    padded_size: (Hp, Wp) of `pixel_values`.
+    has_audio: False when the video had no sound (every frame was given silence).
+    fps: the source's native frame rate (None when unknown, and for frame folders).
+    notes: what was assumed about the input, worded for the user.
+    """
+
+    timestamps: list[float]
+    original_size: tuple[int, int]
+    image_size: tuple[int, int]
+    padded_size: tuple[int, int]
+    has_audio: bool = True
+    fps: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class AvisVideoInputs(BatchFeature):
+    """The model's inputs as keys, so that `model(**inputs)` works, and `video_metadata` (a list of one
+    `AvisVideoMetadata` per video) as an attribute beside them."""
+
+    def __init__(self, data: dict, video_metadata: list[AvisVideoMetadata], tensor_type=None):
+        super().__init__(data, tensor_type=tensor_type)
+        self.video_metadata = video_metadata
 
 
 class AvisProcessor(ProcessorMixin):
     r"""
-    Decodes a video, samples its frames and prepares frames and sound for `AvisForAudioVisualInstanceSegmentation`.
+    Decodes a video, samples its frames and prepares frames and sound for AVISM; turns the model's outputs into
+    tracks.
 
     image_processor (`AvisImageProcessor`): resizing, normalisation and padding of the frames.
     feature_extractor (`AvisFeatureExtractor`): VGGish log-mel examples of the audio, one per frame.
     fps (`float`): frames sampled per second of video (AVISeg: 1). For a frame folder, the rate its frames were
         sampled at.
+    num_detections (`int`): top-k (clip query, class) pairs considered per video (`TEST.DETECTIONS_PER_IMAGE`).
+    score_threshold (`float`): instances scoring at or below it are dropped (the original's 0.3).
+    mask_chunk_size (`int`): frames per mask upsampling pass in post-processing (`TEST_INTERPOLATE_CHUNK_SIZE`).
     """
 
     def __init__(
@@ -50,51 +89,77 @@ class AvisProcessor(ProcessorMixin):
         image_processor: AvisImageProcessor | None = None,
         feature_extractor: AvisFeatureExtractor | None = None,
         fps: float = 1.0,
+        num_detections: int = 100,
+        score_threshold: float = 0.3,
+        mask_chunk_size: int = 5,
     ):
         super().__init__(
             AvisImageProcessor() if image_processor is None else image_processor,
             AvisFeatureExtractor() if feature_extractor is None else feature_extractor,
         )
         self.fps = fps
+        self.num_detections = num_detections
+        self.score_threshold = score_threshold
+        self.mask_chunk_size = mask_chunk_size
 
     @classmethod
-    def from_model_config(cls, config: AvisConfig, **kwargs) -> "AvisProcessor":
-        """The processor a model was trained with: frames of 448 pixels for Swin-L, 360 for ResNet-50."""
+    def for_model(cls, config: AvisConfig, **kwargs) -> "AvisProcessor":
+        """The processor the original tested such a model with: frames of 448 pixels for Swin-L, 360 for ResNet-50.
+
+        Folders saved before the processor held its settings kept them in the model's config: they are read there.
+        """
+        legacy = {key: getattr(config, key) for key in LEGACY_CONFIG_FIELDS if hasattr(config, key)}
         image_processor = AvisImageProcessor(
             shortest_edge=448 if config.backbone_config.model_type == "swin" else 360,
-            image_mean=config.pixel_mean,
-            image_std=config.pixel_std,
-            size_divisibility=config.size_divisibility,
+            **{key: legacy[name] for name, key in LEGACY_IMAGE_FIELDS.items() if name in legacy},
         )
-        return cls(image_processor, AvisFeatureExtractor(), **kwargs)
+        settings = {key: legacy[key] for key in LEGACY_PROCESSOR_FIELDS if key in legacy}
+        return cls(image_processor, AvisFeatureExtractor(), **{**settings, **kwargs})
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # The frame and audio processors are saved inside processor_config.json, and built from it here rather than
+        # through AutoImageProcessor / AutoFeatureExtractor, whose backends need torchvision.
+        processor_dict = processor_dict or {}
+        image, audio = processor_dict.get("image_processor", {}), processor_dict.get("feature_extractor", {})
+        return [
+            AvisImageProcessor(**{key: value for key, value in image.items() if key != "image_processor_type"}),
+            AvisFeatureExtractor(**{key: value for key, value in audio.items() if key != "feature_extractor_type"}),
+        ]
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["pixel_values", "audio_log_mel", "audio_features"]
+        return ["pixel_values", *AUDIO_INPUTS]
 
     def __call__(
         self,
-        video: str | Path,
+        videos: str | Path,
         audio_features: str | Path | np.ndarray | torch.Tensor | None = None,
         fps: float | str | None = None,
         max_frames: int | None = None,
         max_duration: float | None = None,
-    ) -> BatchFeature:
+        audio_input: str | None = None,
+        mute_audio: bool = False,
+    ) -> AvisVideoInputs:
         """Prepares one video: a media file, or a folder of numbered JPEG frames (AVISeg's `JPEGImages/<video>/`).
 
         audio_features: precomputed VGGish embeddings (T x 128, an array or an .npy file, like AVISeg's
             `FEATAudios/<video>.npy`) given to the model as `audio_features` instead of `audio_log_mel`.
         fps: sampling rate for this call (default: the processor's); "native" takes every frame of a file.
         max_frames, max_duration: keep at most this many frames, or the frames before this many seconds.
+        audio_input: the model's audio input, `audio_log_mel` or `audio_features` (None: what the video has, an
+            AVISeg folder's features first).
+        mute_audio: give every frame silence instead of the video's sound.
 
-        The whole video at once: the chunks of `iter_chunks` put together, with the video's metadata.
+        The whole video at once: the chunks of `iter_chunks` put together (batch of one).
         """
-        chunks = self.iter_chunks(video, audio_features=audio_features, fps=fps, max_frames=max_frames,
-                                  max_duration=max_duration)  # fmt: skip
+        chunks = self.iter_chunks(
+            videos, audio_features=audio_features, fps=fps, max_frames=max_frames, max_duration=max_duration,
+            audio_input=audio_input, mute_audio=mute_audio,
+        )  # fmt: skip
         parts = list(chunks)
-        data = {name: torch.cat([part[name] for part in parts])[None] for name in parts[0] if name != "timestamps"}
-        data.update(chunks.metadata())
-        return BatchFeature(data, skip_tensor_conversion=METADATA_KEYS)
+        data = {name: torch.cat([part[name] for part in parts])[None] for name in parts[0]}
+        return AvisVideoInputs(data, [chunks.metadata()])
 
     def iter_chunks(
         self,
@@ -104,6 +169,8 @@ class AvisProcessor(ProcessorMixin):
         fps: float | str | None = None,
         max_frames: int | None = None,
         max_duration: float | None = None,
+        audio_input: str | None = None,
+        mute_audio: bool = False,
     ) -> "AvisVideoChunks":
         """The same inputs as `__call__`, `chunk_frames` sampled frames at a time, decoded only as they are iterated:
         a video of any length is prepared in the memory of one chunk. See `AvisVideoChunks`."""
@@ -112,38 +179,60 @@ class AvisProcessor(ProcessorMixin):
             raise AvisInputError(f"fps must be positive, not {fps}")
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be at least 1, not {chunk_frames}")
+        if audio_input not in (None, *AUDIO_INPUTS):
+            raise ValueError(f"audio_input must be one of {AUDIO_INPUTS}, not {audio_input!r}")
         path = Path(video)
         if path.is_dir():
-            return self._frame_folder_chunks(path, chunk_frames, audio_features, fps, max_frames, max_duration)
-        return self._video_file_chunks(path, chunk_frames, audio_features, fps, max_frames, max_duration)
+            frames, sizes, audio, notes = self._frame_folder(path, fps, max_frames, max_duration, audio_features, audio_input)
+        else:
+            frames, sizes, audio, notes = self._video_file(path, fps, max_frames, max_duration, audio_features, audio_input)
+        if mute_audio:
+            if audio_input == "audio_features":
+                raise AvisInputError("muting the sound needs a model with an audio encoder: silence has no features")
+            audio = _LogMelAudio(self.feature_extractor, None)
+            notes = [*notes, "the sound was muted: every frame was given silence"]
+        return AvisVideoChunks(frames, audio, self.image_processor, chunk_frames, notes, **sizes)
 
-    def post_process_tracks(
+    def post_process_video_instance_segmentation(
         self,
-        scores: torch.Tensor,
-        labels: torch.Tensor,
-        masks: torch.Tensor | Iterable[torch.Tensor],
-        inputs: BatchFeature,
-        id2label: dict[int, str],
-    ) -> AvisVideoResult:
-        """The model's detections for the video of `inputs` as tracks (see `results.build_video_result`).
+        outputs,
+        video_metadata: Sequence[AvisVideoMetadata],
+        id2label: Mapping[int, str] | None = None,
+        threshold: float | None = None,
+        max_instances: int | None = None,
+    ) -> list[AvisVideoResult]:
+        """The sounding instances of each video of `outputs` (an `AvisModelOutput`) as tracks, one RLE mask per
+        sampled frame at the source's size.
 
-        masks: (N, T, H, W) bool at the original frame size, or an iterable of frame chunks (N, t, H, W).
+        As the original's inference: the top `num_detections` (clip query, class) pairs by class probability, each
+        scored by class probability x mask score (the mean probability inside the mask over all frames); those
+        scoring above `threshold` (default: the processor's `score_threshold`) are kept, highest first, at most
+        `max_instances` of them. Always in float32, under any autocast.
+
+        outputs.mask_features: per video (T, mask_dim, h, w), a tensor or any frame sequence sliced as one (the
+            segmenter's mask-feature store): the masks are drawn a few frames at a time and encoded as they come.
+        id2label: the model's class names (`model.config.id2label`); tracks are named by class id without it.
         """
-        height, width = inputs["original_size"][0]
-        return build_video_result(
-            scores,
-            labels,
-            masks,
-            timestamps=inputs["timestamps"][0],
-            height=height,
-            width=width,
-            id2label=id2label,
-            has_audio=inputs["has_audio"][0],
-            fps=inputs["fps"][0],
-            notes=inputs["notes"][0],
-        )
+        threshold = self.score_threshold if threshold is None else threshold
+        results = []
+        for index, metadata in enumerate(video_metadata):
+            class_logits, mask_embeddings = outputs.class_logits[index], outputs.mask_embeddings[index]
+            mask_features = outputs.mask_features[index]
+            with torch.autocast(class_logits.device.type, enabled=False):
+                instances = score_instances(
+                    class_logits.float(), mask_embeddings.float(), mask_features, metadata.padded_size,
+                    metadata.image_size, self.num_detections, threshold, self.mask_chunk_size,
+                )  # fmt: skip
+                if max_instances is not None:
+                    instances = instances.select(slice(0, max_instances))
+                masks = instance_mask_chunks(
+                    instances, mask_features, metadata.padded_size, metadata.image_size, metadata.original_size,
+                    self.mask_chunk_size,
+                )  # fmt: skip
+                results.append(video_result(instances, masks, metadata, id2label))
+        return results
 
-    def _video_file_chunks(self, path, chunk_frames, audio_features, fps, max_frames, max_duration):
+    def _video_file(self, path, fps, max_frames, max_duration, audio_features, audio_input):
         info = probe_video(path)
         notes = []
         if fps is not None and info.base_fps is not None and fps > info.base_fps:
@@ -157,6 +246,8 @@ class AvisProcessor(ProcessorMixin):
         frames = ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames, max_duration))
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
+        elif audio_input == "audio_features":
+            raise AvisInputError(f"{path.name}: this model reads precomputed audio features; give audio_features")
         else:
             # Frame k needs the second of sound after it, and frames are sampled within the picture: the sound is
             # read (16 kHz mono float32: 4 MB a minute) to a second past the last frame, however long its track.
@@ -165,16 +256,12 @@ class AvisProcessor(ProcessorMixin):
                 limit = min(limit, max_frames / fps)
             track = read_audio(path, self.feature_extractor.sampling_rate, limit + 1.0)
             if track is None:
-                notes.append(
-                    f"{path.name} has no audio track: every frame was given the silent (all-zero) audio example"
-                )
+                notes.append(f"{path.name} has no audio track: every frame was given silence")
             audio = _LogMelAudio(self.feature_extractor, track)
-        return AvisVideoChunks(
-            frames, audio, self.image_processor, chunk_frames, (info.height, info.width), audio.has_audio, info.fps,
-            notes, expected,
-        )  # fmt: skip
+        sizes = {"original_size": (info.height, info.width), "fps": info.fps, "expected_frames": expected}
+        return frames, sizes, audio, notes
 
-    def _frame_folder_chunks(self, folder, chunk_frames, audio_features, fps, max_frames, max_duration):
+    def _frame_folder(self, folder, fps, max_frames, max_duration, audio_features, audio_input):
         if fps is None:
             raise AvisInputError(f"{folder.name}: a frame folder has no native rate; give the rate it was sampled at")
         paths = read_frame_folder(folder)
@@ -188,104 +275,136 @@ class AvisProcessor(ProcessorMixin):
         notes = []
         # AVISeg keeps a video's sound beside its frames: <split>/FEATAudios/<video>.npy and <split>/WAVAudios/<video>.wav
         split = folder.parent.parent
-        if audio_features is None and (split / "FEATAudios" / f"{folder.name}.npy").is_file():
-            audio_features = split / "FEATAudios" / f"{folder.name}.npy"
+        features, wav = split / "FEATAudios" / f"{folder.name}.npy", split / "WAVAudios" / f"{folder.name}.wav"
+        reads_features = audio_input == "audio_features" or (audio_input is None and features.is_file())
+        if audio_features is None and reads_features:
+            audio_features = features
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
             audio.check_covers(len(paths))
         else:
-            wav = split / "WAVAudios" / f"{folder.name}.wav"
-            seconds = len(paths) / fps + 1.0
-            track = read_audio(wav, self.feature_extractor.sampling_rate, seconds) if wav.is_file() else None
+            track = read_audio(wav, self.feature_extractor.sampling_rate, len(paths) / fps + 1.0) if wav.is_file() else None
             if track is None:
-                notes.append(
-                    f"{folder.name} has no FEATAudios/{folder.name}.npy or WAVAudios/{folder.name}.wav beside it: "
-                    "every frame was given the silent (all-zero) audio example"
-                )
+                notes.append(f"{folder.name} has no WAVAudios/{folder.name}.wav beside it: every frame was given silence")
             audio = _LogMelAudio(self.feature_extractor, track)
-        return AvisVideoChunks(
-            frames, audio, self.image_processor, chunk_frames, tuple(original_size), audio.has_audio, fps, notes,
-            len(paths),
-        )  # fmt: skip
+        sizes = {"original_size": tuple(original_size), "fps": None, "expected_frames": len(paths)}
+        return frames, sizes, audio, notes
+
+
+# Settings that folders saved before the processor held them keep in the model's config.json.
+LEGACY_IMAGE_FIELDS = {"pixel_mean": "image_mean", "pixel_std": "image_std", "size_divisibility": "size_divisibility"}
+LEGACY_PROCESSOR_FIELDS = ("num_detections", "score_threshold", "mask_chunk_size")
+LEGACY_CONFIG_FIELDS = (*LEGACY_IMAGE_FIELDS, *LEGACY_PROCESSOR_FIELDS)
+
+
+def video_result(
+    instances: AvisVideoInstances,
+    masks: Iterable[torch.Tensor],
+    metadata: AvisVideoMetadata,
+    id2label: Mapping[int, str] | None = None,
+) -> AvisVideoResult:
+    """One video's instances (in descending score order) as tracks with ids 1, 2, ...
+
+    masks: the instances' masks (N, t, H, W) bool, chunk after chunk of frames, whose t add up to the video's
+    frames: each chunk is encoded as it comes, so the full-resolution masks of a long video never exist at once.
+    """
+    height, width = metadata.original_size
+    segmentations = [[] for _ in range(len(instances.scores))]
+    for chunk in masks:
+        if chunk.ndim != 4 or chunk.shape[0] != len(segmentations) or tuple(chunk.shape[2:]) != (height, width):
+            raise ValueError(f"masks must be (N={len(segmentations)}, frames, {height}, {width}), got {tuple(chunk.shape)}")
+        for track, frames in zip(segmentations, chunk.cpu().numpy(), strict=True):
+            track.extend(encode_mask(frame) for frame in frames)
+    if any(len(track) != len(metadata.timestamps) for track in segmentations):
+        raise ValueError(f"masks cover {len(segmentations[0])} frames, but the video has {len(metadata.timestamps)}")
+    tracks = [
+        AvisTrack(
+            track_id=rank + 1,
+            label=label,
+            label_name=id2label[label] if id2label is not None else str(label),
+            score=score,
+            segmentations=segmentation,
+            query_index=query,
+        )
+        for rank, (label, score, query, segmentation) in enumerate(
+            zip(instances.labels.tolist(), instances.scores.tolist(), instances.query_indices.tolist(), segmentations)
+        )
+    ]
+    return AvisVideoResult(
+        tracks=tracks,
+        timestamps=np.asarray(metadata.timestamps, dtype=np.float64),
+        height=height,
+        width=width,
+        has_audio=metadata.has_audio,
+        fps=metadata.fps,
+        notes=list(metadata.notes),
+    )
 
 
 class AvisVideoChunks:
     r"""
     One video's model inputs, `chunk_frames` sampled frames at a time, decoded as they are iterated (once).
 
-    Each chunk is a BatchFeature with `pixel_values` (t, 3, Hp, Wp), `audio_log_mel` (t, 96, 64) or `audio_features`
-    (t, 128), and `timestamps` (t seconds from the video's start).
-
-    Known before iterating: `original_size` (H, W) of the source frames, `image_size` (h, w) of the resized frames
-    before padding, `padded_size` (Hp, Wp), `has_audio`, `fps` (the source's native frame rate) and
-    `expected_frames` (an estimate from the container, for progress; None when it cannot tell). Complete once
-    iterated: `timestamps` and `notes` (what was assumed about the input).
+    Each chunk is a dict of `pixel_values` (t, 3, Hp, Wp) and `audio_log_mel` (t, 96, 64) or `audio_features`
+    (t, 128). `expected_frames` is known before iterating (an estimate from the container, for progress; None when
+    it cannot tell); `metadata()` is complete once iterated.
     """
 
-    def __init__(
-        self, frames, audio, image_processor, chunk_frames, original_size, has_audio, fps, notes, expected_frames
-    ):
+    def __init__(self, frames, audio, image_processor, chunk_frames, notes, original_size, fps, expected_frames):
         self._frames = frames
         self._audio = audio
         self._image_processor = image_processor
         self.chunk_frames = chunk_frames
-        self.original_size = tuple(int(side) for side in original_size)
-        self.image_size = image_processor.output_size(*self.original_size)
-        divisor = image_processor.size_divisibility
-        self.padded_size = tuple(-(-side // divisor) * divisor for side in self.image_size)
-        self.has_audio = has_audio
-        self.fps = fps
         self.expected_frames = expected_frames
-        self.timestamps: list[float] = []
-        self.notes: list[str] = list(notes)
+        image_size = image_processor.output_size(*original_size)
+        self._metadata = AvisVideoMetadata(
+            timestamps=[],
+            original_size=tuple(int(side) for side in original_size),
+            image_size=image_size,
+            padded_size=image_processor.padded_size(*image_size),
+            has_audio=audio.has_audio,
+            fps=fps,
+            notes=list(notes),
+        )
 
-    def __iter__(self) -> Iterator[BatchFeature]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        timestamps = self._metadata.timestamps
         while batch := list(itertools.islice(self._frames, self.chunk_frames)):
             times = [time for time, _ in batch]
-            first = len(self.timestamps)
-            self.timestamps.extend(times)
-            if self._audio.frames_covered is not None and len(self.timestamps) > self._audio.frames_covered:
+            first = len(timestamps)
+            timestamps.extend(times)
+            if self._audio.frames_covered is not None and len(timestamps) > self._audio.frames_covered:
                 # count the frames the features miss, for a message that says how many the video has
-                self._audio.check_covers(len(self.timestamps) + sum(1 for _ in self._frames))
-            video_inputs = self._image_processor(image for _, image in batch)
-            if tuple(video_inputs["original_size"]) != self.original_size:
+                self._audio.check_covers(len(timestamps) + sum(1 for _ in self._frames))
+            frames = self._image_processor(image for _, image in batch)
+            if tuple(frames["original_size"]) != self._metadata.original_size:
                 raise AvisInputError(
-                    f"every frame of a video must have one size: {tuple(video_inputs['original_size'])} after "
-                    f"{self.original_size}"
+                    f"every frame of a video must have one size: {tuple(frames['original_size'])} after "
+                    f"{self._metadata.original_size}"
                 )
-            data = {"pixel_values": video_inputs["pixel_values"], **self._audio.inputs(times, first)}
-            data["timestamps"] = times
-            yield BatchFeature(data, skip_tensor_conversion=["timestamps"])
-        if not self.timestamps:
+            yield {"pixel_values": frames["pixel_values"], **self._audio.inputs(times, first)}
+        if not timestamps:
             raise AvisInputError("no frames to process")
-        self.notes.extend(self._audio.notes(self.timestamps))
+        self._metadata.notes.extend(self._audio.notes(timestamps))
 
-    def metadata(self) -> dict:
-        """The video's metadata as `AvisProcessor.__call__` returns it (lists of one), once iterated."""
-        return {
-            "timestamps": [list(self.timestamps)],
-            "image_size": [list(self.image_size)],
-            "original_size": [list(self.original_size)],
-            "has_audio": [self.has_audio],
-            "fps": [self.fps],
-            "notes": [list(self.notes)],
-        }
+    def metadata(self) -> AvisVideoMetadata:
+        """The video's metadata (its timestamps and notes complete once the chunks are iterated)."""
+        return self._metadata
 
 
 class _LogMelAudio:
-    """VGGish log-mel examples at the frames' timestamps; without a track, the all-zero example for every frame."""
+    """VGGish log-mel examples at the frames' timestamps; without a track (none, or muted), silence for every frame."""
 
     def __init__(self, feature_extractor: AvisFeatureExtractor, track):
         self.feature_extractor = feature_extractor
         self.track = track
         self.has_audio = track is not None
-        self.frames_covered = None  # any number of frames: those past the track get the silent example
+        self.frames_covered = None  # any number of frames: those past the track get the all-zero example
 
     def inputs(self, timestamps: list[float], first: int) -> dict:
-        rate = self.feature_extractor.sampling_rate
-        samples, start = (
-            (np.zeros(0, np.float32), 0.0) if self.track is None else (self.track.samples, self.track.start)
-        )
+        if self.track is None:
+            return {"audio_log_mel": self.feature_extractor.silence(len(timestamps))}
+        rate, samples, start = self.feature_extractor.sampling_rate, self.track.samples, self.track.start
         return {"audio_log_mel": self.feature_extractor(samples, timestamps, rate, start=start)["audio_log_mel"]}
 
     def notes(self, timestamps: list[float]) -> list[str]:
@@ -297,7 +416,7 @@ class _LogMelAudio:
             return []
         return [
             f"the audio covers {self.track.start:.2f}-{self.track.end:.2f} s only: {silent} of {len(timestamps)} "
-            "frames were given the silent (all-zero) audio example"
+            "frames were given the all-zero example of a too short piece of sound, as in the original's features"
         ]
 
 
@@ -308,6 +427,8 @@ class _PrecomputedAudio:
 
     def __init__(self, audio_features):
         if isinstance(audio_features, (str, Path)):
+            if not Path(audio_features).is_file():
+                raise AvisInputError(f"{audio_features}: no such audio features file")
             try:
                 audio_features = np.load(audio_features)
             except (OSError, ValueError) as error:
@@ -332,18 +453,4 @@ class _PrecomputedAudio:
         return []
 
 
-def register_auto_classes() -> None:
-    """Lets AutoProcessor / AutoImageProcessor / AutoFeatureExtractor load AVIS processor folders."""
-    # One implementation serves both image-processor backends (it needs neither torchvision nor PIL to resize).
-    AutoImageProcessor.register(
-        AvisConfig,
-        image_processor_classes={"torchvision": AvisImageProcessor, "pil": AvisImageProcessor},
-        exist_ok=True,
-    )
-    AutoFeatureExtractor.register(AvisConfig, AvisFeatureExtractor, exist_ok=True)
-    AutoProcessor.register(AvisConfig, AvisProcessor, exist_ok=True)
-
-
-register_auto_classes()
-
-__all__ = ["AvisProcessor", "AvisVideoChunks", "register_auto_classes"]
+__all__ = ["AUDIO_INPUTS", "AvisProcessor", "AvisVideoChunks", "AvisVideoInputs", "AvisVideoMetadata", "video_result"]

@@ -96,6 +96,7 @@ class AvisTrack:
     label / label_name: 0-based AVISeg class id and its name.
     score: the clip-level score (class probability x mask score).
     segmentations: one compressed RLE per sampled frame, at the video's original size (empty masks included).
+    query_index: the clip query it comes from (None for a track not made by the model).
     """
 
     track_id: int
@@ -103,6 +104,7 @@ class AvisTrack:
     label_name: str
     score: float
     segmentations: list[dict]
+    query_index: int | None = None
 
     def mask(self, frame_index: int) -> np.ndarray:
         return decode_mask(self.segmentations[frame_index])

@@ -31,6 +31,8 @@ from .errors import AvisInputError
 # refused before decoding; every frame is resized to a few hundred pixels right after decoding anyway.
 MAX_FRAME_PIXELS = 8192 * 4320
 
+# The image files a frame folder holds (AVISeg's are JPEG).
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 # FFmpeg's demuxers of still images: "image2" for image files by name, "<codec>_pipe" for png, jpeg, webp, bmp ...
 STILL_IMAGE_FORMATS = ("image2",)
 
@@ -178,12 +180,17 @@ def read_audio(path: str | Path, sample_rate: int = 16000, max_duration: float |
         return AudioTrack(samples, sample_rate, start)
 
 
+def is_frame_folder(path: Path) -> bool:
+    """Whether `path` is a folder of frames (AVISeg's `JPEGImages/<video>/`) rather than of videos."""
+    return path.is_dir() and any(entry.suffix.lower() in FRAME_SUFFIXES for entry in path.iterdir())
+
+
 def read_frame_folder(folder: str | Path) -> list[Path]:
-    """The JPEG frames of an AVISeg-style folder (`JPEGImages/<video>/00000.jpg, ...`), ordered by their number."""
+    """The frames of an AVISeg-style folder (`JPEGImages/<video>/00000.jpg, ...`), ordered by their number."""
     folder = Path(folder)
-    frames = [p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg")]
+    frames = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
     if not frames:
-        raise AvisInputError(f"{folder}: the folder holds no .jpg frames")
+        raise AvisInputError(f"{folder}: the folder holds no .jpg or .png frames")
     numbered = [p for p in frames if _trailing_number(p.stem) is not None]
     if len(numbered) != len(frames):
         odd = next(p.name for p in frames if _trailing_number(p.stem) is None)
@@ -366,6 +373,7 @@ __all__ = [
     "SampledFrame",
     "VideoInfo",
     "frame_to_rgb",
+    "is_frame_folder",
     "probe_video",
     "read_audio",
     "read_frame_folder",

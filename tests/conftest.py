@@ -1,12 +1,17 @@
 """Shared helpers: where the reference fixtures live, and a tiny random-weight AVISM configuration."""
 
 import json
+import os
+import tempfile
 from functools import cache
 from pathlib import Path
 
 import pytest
 
-from modeling_avis import AvisConfig
+# transformers copies the code of folders loaded with trust_remote_code here: a fresh place for each session
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="avis_hf_modules_")
+
+from modeling_avis import AvisConfig  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
@@ -79,13 +84,12 @@ TINY_VGGISH = {"conv_channels": [4, 8, 8, 8], "pool_after": [0, 1, 2, 3], "fc_si
 
 @pytest.fixture(scope="session")
 def tiny_model_folder(tmp_path_factory):
-    """A tiny random AVISM with an audio encoder that keeps every instance (threshold 0), saved as save_pretrained
-    writes it (no processor saved)."""
+    """A tiny random AVISM with an audio encoder, saved with a processor that keeps every instance (threshold 0)."""
     import torch
 
-    from modeling_avis import AvisModel
+    from modeling_avis import AvisModel, AvisProcessor, save_model_folder
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_avis")
-    AvisModel(tiny_config(audio_config=TINY_VGGISH, score_threshold=0.0)).save_pretrained(folder)
+    save_model_folder(folder, AvisModel(tiny_config(audio_config=TINY_VGGISH)), AvisProcessor(score_threshold=0.0))
     return folder

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modeling_avis.modeling_avis import AvisModelOutput
+from modeling_avis.image_processing_avis import IMAGENET_MEAN, IMAGENET_STD
+from modeling_avis.modeling_avis import AvisClipOutput, AvisFrameEncoding
 
 HEIGHT, WIDTH, LENGTH, SIDE = 64, 64, 6, 16
 COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
@@ -98,33 +99,49 @@ def write_split(root: Path, split: str, videos: tuple[SyntheticVideo, ...]) -> P
 
 
 class SoundingSquareOracle(torch.nn.Module):
-    """A stand-in for AVISM that is always right on this dataset: query 0 segments the red square and query 1 the
-    blue one (found by colour in the frames), each classified as its label when the audio says it sounds and as
-    no-object otherwise. Its masks are exact on the stride-4 grid, so post-processing gives the ground truth."""
+    """A stand-in for AvisModel that is always right on this dataset: query 0 segments the red square and query 1
+    the blue one (found by colour in the frames), each classified as its label when the audio says it sounds and as
+    no-object otherwise. Its masks are exact on the stride-4 grid, so post-processing gives the ground truth.
+
+    It has the two passes `AvisVideoSegmenter` runs (`encode_frames`, then `clip_module`), so evaluation takes the
+    path every model takes."""
+
+    audio_encoder = None
 
     def __init__(self, config):
         super().__init__()
         self.config = config
+        self.clip_module = _OracleClipModule(config)
+        self.device_anchor = torch.nn.Parameter(torch.zeros(()))  # where the segmenter finds the model's device
 
-    def forward(self, pixel_values: torch.Tensor, audio_features: torch.Tensor) -> AvisModelOutput:
-        batch, frames = pixel_values.shape[:2]
-        mean = torch.tensor(self.config.pixel_mean).view(3, 1, 1)
-        std = torch.tensor(self.config.pixel_std).view(3, 1, 1)
-        rgb = pixel_values * std + mean  # (B, T, 3, H, W); the padding reads as the mean colour
-        red = (rgb[:, :, 0] > 150) & (rgb[:, :, 2] < 100)
-        blue = (rgb[:, :, 2] > 150) & (rgb[:, :, 0] < 100)
-        channels = self.config.mask_feature_size
-        mask_features = torch.zeros(batch, frames, channels, *rgb.shape[-2:])[..., 1::4, 1::4]
+    def encode_frames(self, pixel_values: torch.Tensor, audio_features: torch.Tensor) -> AvisFrameEncoding:
+        # pixel_values (N, 3, H, W) normalised with the processor's ImageNet statistics; the padding reads as the mean
+        rgb = pixel_values * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        red = (rgb[:, 0] > 150) & (rgb[:, 2] < 100)
+        blue = (rgb[:, 2] > 150) & (rgb[:, 0] < 100)
+        mask_features = torch.zeros(len(rgb), self.config.mask_feature_size, *rgb.shape[-2:])[..., 1::4, 1::4]
         # +16 inside, -10 outside: after the 4x bilinear upsampling a square's corner pixels (weight 0.39 inside)
         # stay positive and the pixels along its edges outside (weight 0.375 inside) stay negative
-        mask_features[:, :, 0] = red[..., 1::4, 1::4].float() * 26 - 10
-        mask_features[:, :, 1] = blue[..., 1::4, 1::4].float() * 26 - 10
-        queries, num_labels = self.config.num_clip_queries, self.config.num_labels
-        mask_embeddings = torch.zeros(batch, queries, channels)
+        mask_features[:, 0] = red[..., 1::4, 1::4].float() * 26 - 10
+        mask_features[:, 1] = blue[..., 1::4, 1::4].float() * 26 - 10
+        frame_queries = torch.zeros(1, len(rgb), self.config.num_frame_queries, self.config.hidden_dim)
+        return AvisFrameEncoding(frame_queries=frame_queries, mask_features=mask_features)
+
+
+class _OracleClipModule(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, frame_queries: torch.Tensor, audio_features: torch.Tensor) -> AvisClipOutput:
+        # audio_features (B, T, 128): which squares sound, in the dims AUDIO_DIMS gives them
+        batch, queries, num_labels = audio_features.shape[0], self.config.num_clip_queries, self.config.num_labels
+        mask_embeddings = torch.zeros(batch, queries, self.config.mask_feature_size)
         mask_embeddings[:, 0, 0] = mask_embeddings[:, 1, 1] = 1.0
         class_logits = torch.zeros(batch, queries, num_labels + 1)
         class_logits[:, :, -1] = 10.0  # no object
         for query, colour in enumerate(("red", "blue")):
             sounds = audio_features[:, 0, AUDIO_DIMS[colour]].mean(-1) > 0.5
             class_logits[sounds, query, query] = 20.0
-        return AvisModelOutput(class_logits=class_logits, mask_embeddings=mask_embeddings, mask_features=mask_features)
+        # (decoder layers, frame-decoder layers, B, ...): the last of each
+        return AvisClipOutput(class_logits=class_logits[None, None], mask_embeddings=mask_embeddings[None, None])

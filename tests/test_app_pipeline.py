@@ -99,7 +99,7 @@ def test_service_returns_tracks_at_the_video_size_highest_scores_first(example, 
 
 
 def test_embedded_default_is_the_shipped_model_folder():
-    from modeling_avis.inference_avis import DEFAULT_MODEL
+    from training.build_default_model import DEFAULT_MODEL
 
     service = inference_service(ModelSource.from_setting("Embedded default", ""))
     assert service.model.name_or_path == str(DEFAULT_MODEL)

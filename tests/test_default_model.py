@@ -11,10 +11,10 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from app.layout import EXAMPLE_FOLDER
-from modeling_avis import AvisForAudioVisualInstanceSegmentation
-from modeling_avis.inference_avis import DEFAULT_MODEL, AvisVideoSegmenter
+from modeling_avis.inference_avis import AvisVideoSegmenter
+from modeling_avis.loading import load_model, load_processor
 from modeling_avis.results import results_json_entries
-from training.build_default_model import SEED, SHORT_EDGE, SPLIT_SIZES
+from training.build_default_model import DEFAULT_MODEL, SEED, SHORT_EDGE, SPLIT_SIZES
 from training.evaluate_model import evaluate_model
 from training.evaluation import evaluate_predictions
 from training.sounding_shapes import generate
@@ -32,11 +32,12 @@ def test_metrics(tmp_path_factory):
     """(with sound, muted) metrics of the shipped model on the regenerated test split."""
     root = tmp_path_factory.mktemp("sounding_shapes")
     generate(root, SEED, {"test": SPLIT_SIZES["test"]})
-    model = AvisForAudioVisualInstanceSegmentation.from_pretrained(DEFAULT_MODEL).eval()
+    model = load_model(DEFAULT_MODEL).eval()
+    processor = load_processor(DEFAULT_MODEL, model.config)
     accelerator = Accelerator(cpu=True)
     try:
-        with_sound, _ = evaluate_model(model, root, "test", accelerator, SHORT_EDGE)
-        muted, _ = evaluate_model(model, root, "test", accelerator, SHORT_EDGE, mute_audio=True)
+        with_sound, _ = evaluate_model(model, processor, root, "test", accelerator)
+        muted, _ = evaluate_model(model, processor, root, "test", accelerator, mute_audio=True)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     return with_sound, muted
@@ -46,6 +47,12 @@ def test_the_folder_is_small_and_complete():
     files = {path.name: path.stat().st_size for path in DEFAULT_MODEL.iterdir()}
     assert sum(files.values()) <= MAX_FOLDER_BYTES
     assert {"config.json", "model.safetensors", "processor_config.json", "README.md", "metrics.json"} <= set(files)
+    # the code for trust_remote_code: links into the library, never a stale copy
+    code = [path for path in DEFAULT_MODEL.iterdir() if path.suffix == ".py"]
+    assert {"modeling_avis.py", "processing_avis.py", "pipeline_avis.py"} <= {path.name for path in code}
+    assert all(
+        path.is_symlink() and path.resolve().parent == DEFAULT_MODEL.parents[1] / "modeling_avis" for path in code
+    )
     segmenter = AvisVideoSegmenter.from_pretrained(DEFAULT_MODEL, device="cpu")
     assert segmenter.processor.image_processor.shortest_edge == SHORT_EDGE
     assert list(segmenter.model.config.id2label.values()) == ["circle", "square", "triangle", "diamond"]

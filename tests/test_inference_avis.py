@@ -4,18 +4,19 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import pipeline
 
-from conversion.verification import normalize_and_pad
-from modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisProcessor
+from modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisProcessor, save_model_folder
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.inference_avis import (
     AvisFrameBlocks,
     AvisMaskFeatureStore,
     AvisVideoSegmenter,
+    decode_video,
+    encode_video,
     model_frame_chunks,
-    segment_video,
 )
-from modeling_avis.post_processing_avis import post_process_video_instance_segmentation
+from modeling_avis.processing_avis import AvisVideoMetadata
 
 from .conftest import MEDIA, ORIGINAL, TINY_VGGISH, converted_model, original_io_cases, tiny_config
 
@@ -23,15 +24,14 @@ CASES = original_io_cases()
 CLIPS = sorted(MEDIA.glob("*.mp4"))
 
 
-def one_shot(model, pixel_values, audio, image_size, target_size):
-    """The straightforward path: the model on the whole video, then the post-processing on all mask features."""
-    config = model.config
-    output = model(pixel_values[None], audio[None])
-    return post_process_video_instance_segmentation(
-        output.class_logits[0], output.mask_embeddings[0], output.mask_features[0],
-        tuple(pixel_values.shape[-2:]), image_size, target_size,
-        config.num_detections, config.score_threshold, config.mask_chunk_size,
-    )  # fmt: skip
+def same_tracks(streamed, expected) -> None:
+    """Identical masks and labels, from the same clip queries, scores within float noise."""
+    assert len(expected.tracks) > 0 and len(streamed.tracks) == len(expected.tracks)
+    assert [(t.label, t.query_index) for t in streamed.tracks] == [(t.label, t.query_index) for t in expected.tracks]
+    assert [t.segmentations for t in streamed.tracks] == [t.segmentations for t in expected.tracks]
+    np.testing.assert_allclose(
+        [t.score for t in streamed.tracks], [t.score for t in expected.tracks], rtol=0, atol=1e-6
+    )
 
 
 @pytest.fixture
@@ -53,14 +53,22 @@ SETTINGS = {"all-spilled": (0, 1), "spilled-from-frame-4": (4.5, 1), "in-memory"
 @pytest.mark.parametrize(("name", "io_file"), CASES, ids=[f"{name}-{io}" for name, io in CASES])
 def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_file, budget, workers, one_torch_thread):
     model = converted_model(name).model
+    processor = AvisProcessor.for_model(model.config)
     reference = load_file(str(ORIGINAL / name / io_file))
     images, audio = reference["input.images"], reference["input.audio"]
-    target_size = tuple(int(v) for v in reference["input.out_hw"])
-    image_size = tuple(images.shape[-2:])
+    pixel_values = processor.image_processor.pad(processor.image_processor.normalize(images))
+    metadata = AvisVideoMetadata(
+        timestamps=[float(t) for t in range(len(images))],
+        original_size=tuple(int(v) for v in reference["input.out_hw"]),
+        image_size=tuple(images.shape[-2:]),
+        padded_size=tuple(pixel_values.shape[-2:]),
+    )
     config = model.config
-    pixel_values = normalize_and_pad(images, config.pixel_mean, config.pixel_std, config.size_divisibility)
     with torch.inference_mode():
-        expected, expected_masks = one_shot(model, pixel_values, audio, image_size, target_size)
+        # the straightforward path: the model on the whole video, then the post-processing on all mask features
+        (expected,) = processor.post_process_video_instance_segmentation(
+            model(pixel_values[None], audio[None]), [metadata]
+        )
         # chunks of 3 frames: none lines up with the model's chunks of 18 frames or the masks' chunks of 5
         chunks = [
             {"pixel_values": pixel_values[start : start + 3], "audio_features": audio[start : start + 3]}
@@ -69,15 +77,11 @@ def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_fil
         frame_bytes = config.mask_feature_size * (pixel_values.shape[-2] // 4) * (pixel_values.shape[-1] // 4) * 4
         memory_budget = 1 << 40 if budget is None else int(budget * frame_bytes)
         with AvisMaskFeatureStore(memory_budget) as store:
-            streamed = segment_video(model, chunks, image_size, target_size, store, workers=workers)
-            masks = torch.cat(list(streamed.masks), dim=1)
+            encoding = encode_video(model, chunks, store, workers=workers)
+            (streamed,) = processor.post_process_video_instance_segmentation(decode_video(model, encoding), [metadata])
             assert store.spilled_frames == (0 if budget is None else len(images) - int(budget))
-
-    assert len(expected.scores) > 0 and streamed.num_frames == len(images)
-    assert torch.equal(streamed.instances.topk_indices, expected.topk_indices)
-    assert torch.equal(streamed.instances.labels, expected.labels)
-    assert (streamed.instances.scores - expected.scores).abs().max() <= 1e-6
-    assert masks.shape == expected_masks.shape and torch.equal(masks, expected_masks)
+    assert streamed.num_frames == len(images)
+    same_tracks(streamed, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -133,7 +137,7 @@ def test_segmenter_finds_tracks_in_a_real_clip_with_one_mask_per_sampled_frame(t
     reports, threads = [], torch.get_num_threads()
     result = segmenter(clip, max_instances=3, progress=lambda fraction, stage: reports.append((fraction, stage)))
     assert torch.get_num_threads() == threads  # set for the call only
-    height, width = AvisProcessor()(clip, max_frames=1)["original_size"][0]
+    height, width = AvisProcessor()(clip, max_frames=1).video_metadata[0].original_size
     assert (result.height, result.width) == (height, width) and result.has_audio
     np.testing.assert_array_equal(result.timestamps, [0.0, 1.0, 2.0, 3.0, 4.0])
     assert len(result.tracks) == 3 and [track.track_id for track in result.tracks] == [1, 2, 3]
@@ -147,34 +151,31 @@ def test_segmenter_finds_tracks_in_a_real_clip_with_one_mask_per_sampled_frame(t
     assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
 
 
-def test_segmenter_equals_the_one_shot_path_on_the_processors_inputs(tiny_model_folder, one_torch_thread):
+def test_segmenter_equals_the_processor_model_post_process_path_and_the_pipeline(tiny_model_folder, one_torch_thread):
     clip = CLIPS[0]
     segmenter = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", cpu_threads=1)
     result = segmenter(clip, fps=2.0)
-    inputs = segmenter.processor(clip, fps=2.0)
-    model = segmenter.model
-    model.config.frame_chunk_size = segmenter.frame_chunk_size  # the one-shot path in the segmenter's chunks
+    # the transformers way, on the same frames in the same chunks
+    processor, model = AvisProcessor.from_pretrained(tiny_model_folder), AvisModel.from_pretrained(tiny_model_folder)
+    model.config.frame_chunk_size = segmenter.frame_chunk_size
+    inputs = processor(clip, fps=2.0)
     with torch.inference_mode():
-        output = model(inputs["pixel_values"], audio_log_mel=inputs["audio_log_mel"])
-        instances, masks = post_process_video_instance_segmentation(
-            output.class_logits[0], output.mask_embeddings[0], output.mask_features[0],
-            tuple(inputs["pixel_values"].shape[-2:]), tuple(inputs["image_size"][0]), tuple(inputs["original_size"][0]),
-            score_threshold=0.0,
-        )  # fmt: skip
-    expected = segmenter.processor.post_process_tracks(
-        instances.scores, instances.labels, masks, inputs, model.config.id2label
+        outputs = model.eval()(**inputs)
+    (expected,) = processor.post_process_video_instance_segmentation(
+        outputs, inputs.video_metadata, model.config.id2label
     )
-    assert len(result.tracks) == len(expected.tracks) > 0
-    assert [t.segmentations for t in result.tracks] == [t.segmentations for t in expected.tracks]
-    assert [t.label for t in result.tracks] == [t.label for t in expected.tracks]
-    np.testing.assert_allclose([t.score for t in result.tracks], [t.score for t in expected.tracks], rtol=0, atol=1e-6)
+    same_tracks(result, expected)
+    assert [t.label_name for t in result.tracks] == [t.label_name for t in expected.tracks]
+    # and through transformers' pipeline, from the folder
+    segment = pipeline(model=str(tiny_model_folder), trust_remote_code=True, device="cpu")
+    segment.segmenter.cpu_threads, segment.segmenter.frame_chunk_size = 1, segmenter.frame_chunk_size
+    same_tracks(segment(str(clip), fps=2.0), result)
 
 
 def test_segmenter_loads_a_training_model_folder_with_its_saved_processor(tmp_path):
     torch.manual_seed(0)
     model = AvisForAudioVisualInstanceSegmentation(tiny_config(audio_config=TINY_VGGISH))
-    model.save_pretrained(tmp_path)
-    AvisProcessor.from_model_config(model.config, fps=2.0).save_pretrained(tmp_path)
+    save_model_folder(tmp_path, model, AvisProcessor(fps=2.0))
     segmenter = AvisVideoSegmenter.from_pretrained(tmp_path, device="cpu")
     assert type(segmenter.model) is AvisModel and not segmenter.model.training
     assert segmenter.processor.fps == 2.0

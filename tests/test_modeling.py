@@ -1,22 +1,33 @@
 """AVISM as a transformers model: outputs, save/load, Auto classes, remote code, kernels."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import huggingface_hub
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from kernels import LayerRepository, LocalLayerRepository, Mode, kernelize, use_kernel_mapping
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForInstanceSegmentation, AutoProcessor
 
-from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisModel
+from modeling_avis import (
+    AvisConfig,
+    AvisForAudioVisualInstanceSegmentation,
+    AvisModel,
+    AvisProcessor,
+    save_model_folder,
+)
 from modeling_avis.deformable_attention import MultiScaleDeformableAttention
 from modeling_avis.modeling_avis import AvisAttention
+from training.build_default_model import DEFAULT_MODEL
 
 from .conftest import tiny_config
+
+EXAMPLES = Path(__file__).parents[1] / "app" / "examples"
 
 
 def run(model, pixel_values, audio_features):
@@ -34,10 +45,10 @@ def test_inference_outputs_have_the_documented_shapes(tiny_inputs):
     assert torch.isfinite(output.class_logits).all()
 
 
-def test_training_outputs_cover_every_supervised_layer(tiny_inputs):
+def test_auxiliary_outputs_cover_every_supervised_layer(tiny_inputs):
     config = tiny_config()
     model = AvisModel(config).train()
-    output = model(*tiny_inputs)
+    output = model(*tiny_inputs, output_auxiliary_logits=True)
     frames = output.frame_decoder_output
     assert len(frames.class_logits) == len(frames.mask_logits) == config.decoder_layers + 1
     assert frames.frame_queries.shape == (config.num_frame_query_layers, 7, 10, 32)
@@ -49,6 +60,24 @@ def test_training_outputs_cover_every_supervised_layer(tiny_inputs):
     assert clip.frame_query_embeddings.shape == (config.num_frame_query_layers, 1, 7, 10, 32)
     clip.class_logits.sum().backward()
     assert model.frame_decoder.query_features.weight.grad.abs().sum() > 0
+
+
+def test_without_auxiliary_outputs_only_the_last_layers_come_out(tiny_inputs):
+    output = AvisModel(tiny_config()).train()(*tiny_inputs)
+    assert output.frame_decoder_output.mask_logits is None and output.frame_decoder_output.frame_queries.shape[0] == 1
+    assert output.clip_output.class_logits.shape[:2] == (1, 1)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_a_forward_with_labels_gives_a_finite_loss_in_train_and_eval_mode(tiny_inputs, train):
+    torch.manual_seed(0)
+    model = AvisForAudioVisualInstanceSegmentation(tiny_config(train_num_points=64)).train(train)
+    pixels, audio = tiny_inputs
+    mask_labels = [torch.zeros(2, 7, 64, 96, dtype=torch.bool)]
+    mask_labels[0][0, :, 8:40, 8:40] = mask_labels[0][1, 3:, 20:60, 40:90] = True
+    output = model(pixels, audio, mask_labels=mask_labels, class_labels=[torch.tensor([3, 11])])
+    assert torch.isfinite(output.loss) and output.loss > 0
+    assert output.frame_decoder_output.mask_logits is not None  # the auxiliary outputs came out for the loss
 
 
 def test_frame_chunks_do_not_change_the_result(tiny_inputs):
@@ -100,29 +129,62 @@ def test_auto_classes_load_a_saved_folder(tmp_path, tiny_inputs):
     assert torch.equal(run(model, *tiny_inputs).class_logits, run(base, *tiny_inputs).class_logits)
 
 
-def test_remote_code_loads_where_the_package_was_never_imported(tmp_path, tiny_inputs):
+def test_every_auto_class_gives_the_same_classes_with_the_package_and_through_remote_code(tmp_path, tiny_inputs):
     torch.manual_seed(0)
     model = AvisForAudioVisualInstanceSegmentation(tiny_config()).eval()
     folder = tmp_path / "checkpoint"
-    model.save_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"]["AutoModel"] == "modeling_avis.AvisForAudioVisualInstanceSegmentation"
-    assert {"modeling_avis.py", "configuration_avis.py", "deformable_attention.py"} <= {
-        path.name for path in folder.iterdir()
+    save_model_folder(folder, model, AvisProcessor())
+    assert json.loads((folder / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_avis.AvisConfig",
+        "AutoModel": "modeling_avis.AvisModel",
+        "AutoModelForInstanceSegmentation": "modeling_avis.AvisForAudioVisualInstanceSegmentation",
     }
+    assert {"modeling_avis.py", "processing_avis.py", "pipeline_avis.py"} <= {path.name for path in folder.iterdir()}
+    # with the package imported
+    assert type(AutoConfig.from_pretrained(folder)) is AvisConfig
+    assert type(AutoModel.from_pretrained(folder)) is AvisModel
+    assert type(AutoModelForInstanceSegmentation.from_pretrained(folder)) is AvisForAudioVisualInstanceSegmentation
+    assert type(AutoProcessor.from_pretrained(folder)) is AvisProcessor
+    # where it was never imported: the same class names, from the folder's code, and the same outputs
     torch.save(tiny_inputs, tmp_path / "inputs.pt")
-    script = textwrap.dedent(f"""
+    script = f"""
         import sys, torch
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        from transformers import AutoConfig, AutoModel, AutoModelForInstanceSegmentation, AutoProcessor
+        folder = {str(folder)!r}
+        names = [type(auto.from_pretrained(folder, trust_remote_code=True)).__name__
+                 for auto in (AutoConfig, AutoModel, AutoModelForInstanceSegmentation, AutoProcessor)]
+        assert names == ["AvisConfig", "AvisModel", "AvisForAudioVisualInstanceSegmentation", "AvisProcessor"], names
         assert "modeling_avis" not in sys.modules
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
         pixels, audio = torch.load({str(tmp_path / "inputs.pt")!r})
         with torch.no_grad():
             torch.save(model(pixels, audio).class_logits, {str(tmp_path / "logits.pt")!r})
-    """)
-    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert torch.equal(torch.load(tmp_path / "logits.pt"), run(model, *tiny_inputs).class_logits)
+    """
+    run_without_the_package(script, tmp_path)
+    assert torch.equal(torch.load(tmp_path / "logits.pt"), run(model.model, *tiny_inputs).class_logits)
+
+
+def test_the_shipped_default_model_segments_a_video_through_the_pipeline_without_the_package(tmp_path):
+    script = f"""
+        import sys
+        from transformers import pipeline
+        segment = pipeline(model={str(DEFAULT_MODEL)!r}, trust_remote_code=True, device="cpu")
+        result = segment({str(EXAMPLES / "shapes_duet.mp4")!r})
+        assert "modeling_avis" not in sys.modules
+        print(sorted(track.label_name for track in result.tracks))
+    """
+    assert run_without_the_package(script, tmp_path).strip() == "['square', 'triangle']"
+
+
+def run_without_the_package(script: str, folder: Path) -> str:
+    """Runs `script` in a fresh Python outside the repository, where `import modeling_avis` fails."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["HF_MODULES_CACHE"] = str(folder / "hf_modules")
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=folder, env=environment, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
 
 
 def _write_local_kernel(root):

@@ -13,7 +13,7 @@ from conversion.convert_avism import (
 )
 from conversion.original_config import avis_config_from_original, load_original_config
 from conversion.verification import FLOAT_TOLERANCE, MASK_FLIP_TOLERANCE, compare_with_original
-from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation
+from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisProcessor
 from modeling_avis.errors import AvisCheckpointError
 
 from .conftest import ORIGINAL, converted_model, original_io_cases
@@ -23,7 +23,10 @@ CASES = original_io_cases()
 
 @pytest.mark.parametrize(("name", "io_file"), CASES, ids=[f"{name}-{io}" for name, io in CASES])
 def test_converted_checkpoint_matches_every_captured_stage(name, io_file):
-    result = compare_with_original(converted_model(name), ORIGINAL / name / io_file, verbose=False)
+    model = converted_model(name)
+    result = compare_with_original(
+        model, AvisProcessor.for_model(model.config), ORIGINAL / name / io_file, verbose=False
+    )
     stages = result["stages"]
     failed = {stage: value for stage, value in stages.items() if not value["passed"]}
     assert not failed, failed

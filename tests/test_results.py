@@ -5,13 +5,9 @@ import pytest
 import torch
 
 from modeling_avis.configuration_avis import AVISEG_LABELS
-from modeling_avis.results import (
-    build_video_result,
-    results_json_entries,
-    track_summary,
-    write_results_json,
-    write_track_summary,
-)
+from modeling_avis.post_processing_avis import AvisVideoInstances
+from modeling_avis.processing_avis import AvisVideoMetadata, video_result
+from modeling_avis.results import results_json_entries, track_summary, write_results_json, write_track_summary
 from modeling_avis.tracks import decode_mask
 
 ID2LABEL = dict(enumerate(AVISEG_LABELS))
@@ -19,26 +15,39 @@ TIMESTAMPS = [0.0, 1.0, 2.0, 3.0]
 
 
 def synthetic_detections(height=24, width=32):
-    """Three detections over 4 frames: random masks, one track absent in frames 0 and 3, one never present."""
+    """Three instances over 4 frames, in descending score order: random masks, one absent in frames 0 and 3, one
+    never present."""
     rng = np.random.default_rng(0)
     masks = rng.random((3, 4, height, width)) > 0.7
-    masks[1, [0, 3]] = False
+    masks[0, [0, 3]] = False
     masks[2] = False
-    scores = torch.tensor([0.5, 0.9, 0.35])
-    labels = torch.tensor([0, 13, 25])
-    return scores, labels, torch.from_numpy(masks)
+    instances = AvisVideoInstances(
+        scores=torch.tensor([0.9, 0.5, 0.35]),
+        labels=torch.tensor([13, 0, 25]),
+        query_indices=torch.tensor([4, 0, 7]),
+        topk_indices=torch.tensor([4 * 26 + 13, 0, 7 * 26 + 25]),
+        mask_embeddings=torch.zeros(3, 8),
+    )
+    return instances, torch.from_numpy(masks)
 
 
-def test_tracks_are_ordered_by_descending_score_with_their_masks():
-    scores, labels, masks = synthetic_detections()
-    result = build_video_result(scores, labels, masks, TIMESTAMPS, 24, 32, ID2LABEL, fps=24.0)
-    assert [(t.track_id, t.label, t.label_name) for t in result.tracks] == [
-        (1, 13, "dog"),
-        (2, 0, "person"),
-        (3, 25, "horse"),
+def build(instances, masks, timestamps=TIMESTAMPS, height=24, width=32, **metadata):
+    return video_result(
+        instances, masks, AvisVideoMetadata(timestamps, (height, width), (height, width), (height, width), **metadata),
+        ID2LABEL,
+    )  # fmt: skip
+
+
+def test_tracks_keep_the_instances_order_with_their_masks_and_clip_queries():
+    instances, masks = synthetic_detections()
+    result = build(instances, [masks], fps=24.0)
+    assert [(t.track_id, t.label, t.label_name, t.query_index) for t in result.tracks] == [
+        (1, 13, "dog", 4),
+        (2, 0, "person", 0),
+        (3, 25, "horse", 7),
     ]
     assert [t.score for t in result.tracks] == pytest.approx([0.9, 0.5, 0.35])
-    for track, detection in zip(result.tracks, [1, 0, 2], strict=True):
+    for track, detection in zip(result.tracks, [0, 1, 2], strict=True):
         assert len(track.segmentations) == 4
         for t in range(4):
             np.testing.assert_array_equal(track.mask(t), masks[detection, t].numpy())
@@ -46,25 +55,24 @@ def test_tracks_are_ordered_by_descending_score_with_their_masks():
 
 
 def test_masks_streamed_in_frame_chunks_give_the_same_tracks():
-    scores, labels, masks = synthetic_detections()
-    whole = build_video_result(scores, labels, masks, TIMESTAMPS, 24, 32, ID2LABEL)
-    chunks = (masks[:, start : start + 3] for start in range(0, 4, 3))
-    streamed = build_video_result(scores, labels, chunks, TIMESTAMPS, 24, 32, ID2LABEL)
+    instances, masks = synthetic_detections()
+    whole = build(instances, [masks])
+    streamed = build(instances, (masks[:, start : start + 3] for start in range(0, 4, 3)))
     assert [t.segmentations for t in streamed.tracks] == [t.segmentations for t in whole.tracks]
 
 
 def test_masks_of_the_wrong_size_or_length_are_refused():
-    scores, labels, masks = synthetic_detections()
-    with pytest.raises(ValueError, match=r"masks must be \(N=3, frames, 20, 32\), got a chunk of \(3, 4, 24, 32\)"):
-        build_video_result(scores, labels, masks, TIMESTAMPS, 20, 32, ID2LABEL)
-    with pytest.raises(ValueError, match="masks cover 4 frames, but the video has 5 timestamps"):
-        build_video_result(scores, labels, masks, [*TIMESTAMPS, 4.0], 24, 32, ID2LABEL)
+    instances, masks = synthetic_detections()
+    with pytest.raises(ValueError, match=r"masks must be \(N=3, frames, 20, 32\), got \(3, 4, 24, 32\)"):
+        build(instances, [masks], height=20)
+    with pytest.raises(ValueError, match="masks cover 4 frames, but the video has 5"):
+        build(instances, [masks], [*TIMESTAMPS, 4.0])
 
 
 def test_results_json_decodes_back_to_the_masks(tmp_path):
-    scores, labels, masks = synthetic_detections()
-    first = build_video_result(scores, labels, masks, TIMESTAMPS, 24, 32, ID2LABEL)
-    second = build_video_result(scores[:1], labels[:1], masks[:1, :2], TIMESTAMPS[:2], 24, 32, ID2LABEL)
+    instances, masks = synthetic_detections()
+    first = build(instances, [masks])
+    second = build(instances.select(slice(1, 2)), [masks[1:2, :2]], TIMESTAMPS[:2])
     write_results_json({7: first, 3: second}, tmp_path / "results.json")
     entries = json.loads((tmp_path / "results.json").read_text())
     assert [(e["video_id"], e["category_id"]) for e in entries] == [(7, 14), (7, 1), (7, 26), (3, 1)]
@@ -76,20 +84,20 @@ def test_results_json_decodes_back_to_the_masks(tmp_path):
             s is not None and s["size"] == [24, 32] and isinstance(s["counts"], str) for s in entry["segmentations"]
         )
     decoded = np.stack([np.stack([decode_mask(s) for s in e["segmentations"]]) for e in entries[:3]])
-    np.testing.assert_array_equal(decoded, masks.numpy()[[1, 0, 2]])
+    np.testing.assert_array_equal(decoded, masks.numpy())
     assert len(entries[3]["segmentations"]) == 2
 
 
 def test_results_json_entries_keep_empty_masks_as_rle():
-    scores, labels, masks = synthetic_detections()
-    result = build_video_result(scores, labels, masks, TIMESTAMPS, 24, 32, ID2LABEL)
+    instances, masks = synthetic_detections()
+    result = build(instances, [masks])
     never_present = results_json_entries(result, 1)[2]["segmentations"]
     assert len(never_present) == 4 and not any(decode_mask(s).any() for s in never_present)
 
 
 def test_track_summary_lists_where_each_track_is_present(tmp_path):
-    scores, labels, masks = synthetic_detections()
-    result = build_video_result(scores, labels, masks, [0.0, 1.0, 2.5, 3.5], 24, 32, ID2LABEL, has_audio=False)
+    instances, masks = synthetic_detections()
+    result = build(instances, [masks], [0.0, 1.0, 2.5, 3.5], has_audio=False)
     summary = track_summary(result)
     assert summary[0] == {
         "id": 1,

@@ -10,6 +10,7 @@ from PIL import Image
 
 from modeling_avis.configuration_avis import AvisConfig
 from modeling_avis.errors import AvisDatasetError
+from modeling_avis.image_processing_avis import AvisImageProcessor
 from modeling_avis.loss_avis import AvisLoss
 from training.augmentation import ClipAugmentation, Crop, HorizontalFlip, Resize
 from training.data import (
@@ -288,17 +289,19 @@ def test_collate_pads_frames_and_masks_to_a_multiple_of_32(aviseg_root):
     clips = [dataset[0], dataset[1]]
     clips[1].frames = clips[1].frames[..., :40, :50]
     clips[1].mask_labels = clips[1].mask_labels[..., :40, :50]
-    batch = collate_clips(clips)
-    assert batch["frames"].shape == (2, 5, 3, 64, 64) and batch["frames"].dtype == torch.uint8
-    assert batch["pixel_mask"].sum((1, 2)).tolist() == [HEIGHT * WIDTH, 40 * 50]
+    image_processor = AvisImageProcessor()
+    batch = collate_clips(clips, image_processor)
+    assert batch["pixel_values"].shape == (2, 5, 3, 64, 64) and batch["pixel_values"].dtype == torch.float32
+    # the processor's normalisation, and zeros in the padding
+    assert torch.equal(batch["pixel_values"][1, :, :, :40, :50], image_processor.normalize(clips[1].frames))
+    assert batch["pixel_values"][1, :, :, 40:].abs().max() == 0 and batch["pixel_values"][1, ..., 50:].abs().max() == 0
     assert batch["audio"].shape == (2, 5, 128)
     assert batch["frame_indices"].shape == (2, 5) and batch["video_ids"] == [1, 4]
     for index, clip in enumerate(clips):
         padded = batch["mask_labels"][index]
         assert padded.shape == (len(clip.class_labels), 5, 64, 64)
         assert padded.sum() == clip.mask_labels.sum()
-        assert not padded[..., ~batch["pixel_mask"][index]].any()
-        assert not batch["frames"][index][..., ~batch["pixel_mask"][index]].any()
+        assert torch.equal(padded[..., : clip.frames.shape[-2], : clip.frames.shape[-1]], clip.mask_labels)
         assert torch.equal(batch["class_labels"][index], clip.class_labels)
 
 
@@ -306,8 +309,8 @@ def test_a_batch_feeds_the_loss_at_a_quarter_of_the_padded_size(aviseg_root):
     config = AvisConfig(decoder_layers=1, num_frame_query_layers=1, clip_decoder_layers=1, train_num_points=64)
     dataset = AvisegClipDataset(aviseg_root, augmentation=ClipAugmentation(min_sizes=(48,), max_size=96))
     torch.manual_seed(0)
-    batch = collate_clips([dataset[0], dataset[1]])
-    batch_size, num_frames, _, height, width = batch["frames"].shape
+    batch = collate_clips([dataset[0], dataset[1]], AvisImageProcessor())
+    batch_size, num_frames, _, height, width = batch["pixel_values"].shape
     size = (height // 4, width // 4)
     outputs = (
         [torch.randn(batch_size * num_frames, 4, 27) for _ in range(2)],

@@ -2,12 +2,17 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from modeling_avis import AvisImageProcessor, AvisProcessor, save_model_folder
 from modeling_avis.errors import AvisInputError
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.tracks import decode_mask
@@ -15,10 +20,12 @@ from training import evaluate_model as evaluation
 from training.data import load_aviseg_split, rasterize_polygons
 from training.evaluation import evaluate_predictions
 
+from .app_media import write_video
 from .conftest import tiny_config
 from .synthetic_aviseg import EVAL_VIDEOS, HEIGHT, LENGTH, WIDTH, SoundingSquareOracle, write_split
 
 LABELS = {0: "red", 1: "blue"}
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +39,14 @@ def accelerator():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+def tiny_processor(**settings) -> AvisProcessor:
+    """The frames at their stored 64 pixels."""
+    return AvisProcessor(AvisImageProcessor(shortest_edge=HEIGHT), **settings)
+
+
 def test_a_model_that_finds_every_sounding_object_scores_100(aviseg_root, accelerator):
     oracle = SoundingSquareOracle(tiny_config(id2label=LABELS))
-    metrics, results = evaluation.evaluate_model(oracle, aviseg_root, "val", accelerator, short_edge=HEIGHT)
+    metrics, results = evaluation.evaluate_model(oracle, tiny_processor(), aviseg_root, "val", accelerator)
     for key in ("FSLA", "FSLAn", "FSLAs", "FSLAm", "HOTA", "DetA", "AssA", "LocA", "mAP", "AR"):
         assert metrics[key] == pytest.approx(100.0), key
     # frames by number of sounding objects: 'silent' has none, 'red_only' and 'blue_only' one, 'both' two
@@ -48,12 +60,23 @@ def test_a_model_that_finds_every_sounding_object_scores_100(aviseg_root, accele
             assert (decode_mask(rle) == rasterize_polygons(polygons, HEIGHT, WIDTH)).all()
 
 
-def test_results_json_of_a_saved_model_is_what_the_evaluator_reads(aviseg_root, tmp_path, capsys):
+def saved_model(folder, **processor_settings):
     torch.manual_seed(0)
-    model = AvisForAudioVisualInstanceSegmentation(tiny_config(id2label=LABELS, score_threshold=-1.0))
-    model.save_pretrained(tmp_path / "model")
-    argv = ["--model", str(tmp_path / "model"), "--data", str(aviseg_root), "--split", "val", "--short-edge", "64"]
-    argv += ["--json", str(tmp_path / "results.json"), "--metrics-json", str(tmp_path / "metrics.json")]
+    model = AvisForAudioVisualInstanceSegmentation(tiny_config(id2label=LABELS))
+    save_model_folder(folder, model, tiny_processor(**processor_settings))
+    return folder
+
+
+def test_results_json_of_a_saved_model_is_what_the_evaluator_reads(aviseg_root, tmp_path, capsys):
+    argv = ["--model", str(saved_model(tmp_path / "model", score_threshold=-1.0)), "--data", str(aviseg_root)]
+    argv += [
+        "--split",
+        "val",
+        "--json",
+        str(tmp_path / "results.json"),
+        "--metrics-json",
+        str(tmp_path / "metrics.json"),
+    ]
     assert evaluation.main(argv) == 0
     AcceleratorState._reset_state(reset_partial_state=True)
 
@@ -73,26 +96,50 @@ def test_results_json_of_a_saved_model_is_what_the_evaluator_reads(aviseg_root, 
     assert table["HOTA"] == f"{metrics['HOTA']:.2f}" and table["FSLA"] == f"{metrics['FSLA']:.2f}"
 
 
-def test_frames_are_resized_as_the_original_test_mapper(aviseg_root):
-    video = load_aviseg_split(aviseg_root, "val")[0]
-    assert evaluation.read_test_video(video, short_edge=32).frames.shape == (LENGTH, 3, 32, 32)
-    # the longest edge is capped: 64 -> 360 would give 360x360, capped to 100x100
-    assert evaluation.read_test_video(video, short_edge=360, max_size=100).frames.shape[-2:] == (100, 100)
-    clip = evaluation.read_test_video(video, short_edge=64)
-    assert clip.audio.shape == (LENGTH, 128) and clip.audio[:, :64].min() == 1  # red sounds
+def test_two_processes_under_accelerate_launch_give_the_metrics_of_one(aviseg_root, tmp_path):
+    model = saved_model(tmp_path / "model", score_threshold=0.05)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    metrics = {}
+    for processes in (1, 2):
+        out = tmp_path / f"metrics_{processes}.json"
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+                   "training.evaluate_model", "--model", str(model), "--data", str(aviseg_root), "--split", "val",
+                   "--metrics-json", str(out), "--json", str(tmp_path / f"results_{processes}.json")]  # fmt: skip
+        completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        metrics[processes] = json.loads(out.read_text())
+    assert metrics[1] == metrics[2]
+    one, two = (json.loads((tmp_path / f"results_{n}.json").read_text()) for n in (1, 2))
+    assert [(e["video_id"], e["category_id"]) for e in one] == [(e["video_id"], e["category_id"]) for e in two]
+    assert len({entry["video_id"] for entry in one}) == 4
+
+
+def test_frames_are_resized_as_the_original_test_mapper_with_their_features_beside_them(aviseg_root):
+    video = aviseg_root / "val" / "JPEGImages" / load_aviseg_split(aviseg_root, "val")[0].name
+    assert AvisProcessor(AvisImageProcessor(shortest_edge=32))(video)["pixel_values"].shape == (1, LENGTH, 3, 32, 32)
+    # the longest edge is capped: 64 -> 360 would give 360x360, capped to 100x100 (padded to 128)
+    inputs = AvisProcessor(AvisImageProcessor(shortest_edge=360, longest_edge=100))(video)
+    assert inputs.video_metadata[0].image_size == (100, 100) and inputs["pixel_values"].shape[-2:] == (128, 128)
+    inputs = tiny_processor()(video)
+    assert inputs["audio_features"].shape == (1, LENGTH, 128) and inputs["audio_features"][0, :, :64].min() == 1
 
 
 def test_test_size_is_the_original_one_for_each_backbone():
-    assert evaluation.test_short_edge(AvisForAudioVisualInstanceSegmentation(tiny_config())) == 360
+    assert AvisProcessor.for_model(tiny_config()).image_processor.shortest_edge == 360
     swin = dict(model_type="swin", embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
                 out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
-    assert evaluation.test_short_edge(AvisForAudioVisualInstanceSegmentation(tiny_config(backbone_config=swin))) == 448
+    assert AvisProcessor.for_model(tiny_config(backbone_config=swin)).image_processor.shortest_edge == 448
 
 
-def test_muting_gives_the_audio_encoder_the_log_mel_of_silence(aviseg_root):
-    video = load_aviseg_split(aviseg_root, "val")[0]
-    clip = evaluation.read_test_video(video, short_edge=32, audio_input="audio_log_mel", mute_audio=True)
-    assert clip.audio.shape == (LENGTH, 96, 64)
-    torch.testing.assert_close(clip.audio, torch.full_like(clip.audio, math.log(0.01)))  # log of the log offset
-    with pytest.raises(AvisInputError, match="muting the audio needs a model with an audio encoder"):
-        evaluation.read_test_video(video, short_edge=32, audio_input="audio_features", mute_audio=True)
+def test_muting_gives_the_audio_encoder_silence_as_a_soundless_video_gets_it(aviseg_root, tmp_path):
+    video = aviseg_root / "val" / "JPEGImages" / load_aviseg_split(aviseg_root, "val")[0].name
+    muted = tiny_processor()(video, audio_input="audio_log_mel", mute_audio=True)["audio_log_mel"][0]
+    assert muted.shape == (LENGTH, 96, 64)
+    torch.testing.assert_close(muted, torch.full_like(muted, math.log(0.01)))  # the log of the log offset
+    soundless = tiny_processor()(write_video(tmp_path / "soundless.mp4", num_frames=24, fps=12, audio=False))[
+        "audio_log_mel"
+    ][0]
+    torch.testing.assert_close(soundless, torch.full_like(soundless, math.log(0.01)))
+    with pytest.raises(AvisInputError, match="muting the sound needs a model with an audio encoder"):
+        tiny_processor()(video, audio_input="audio_features", mute_audio=True)

@@ -8,8 +8,8 @@ from torch import nn
 from transformers import AutoConfig, ResNetForImageClassification, ResNetModel, SwinModel
 
 from modeling_avis.errors import AvisCheckpointError
+from modeling_avis.image_processing_avis import AvisImageProcessor
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
-from training.model_inputs import normalize_frames
 from training.optimization import parameter_groups, warmup_multistep_factor
 from training.sampling import EpochOrderSampler, SeededDataset
 from training.train import load_backbone_weights
@@ -179,14 +179,12 @@ def test_epoch_order_is_a_permutation_drawn_from_seed_and_epoch():
     assert orders[0] == orders[2] != orders[1]
 
 
-def test_frames_are_normalized_then_zero_padded():
-    config = tiny_config()
-    frames = torch.full((1, 2, 3, 4, 6), 200, dtype=torch.uint8)
-    pixel_mask = torch.zeros(1, 4, 6, dtype=torch.bool)
-    pixel_mask[:, :3, :5] = True
-    pixel_values = normalize_frames(frames, pixel_mask, config)
-    expected = (200 - torch.tensor(config.pixel_mean)) / torch.tensor(config.pixel_std)
-    assert torch.allclose(pixel_values[0, 1, :, 2, 4], expected)
+def test_frames_are_normalized_then_zero_padded_by_the_image_processor():
+    image_processor = AvisImageProcessor()
+    frames = torch.full((2, 3, 3, 5), 200, dtype=torch.uint8)
+    pixel_values = image_processor.pad(image_processor.normalize(frames), (4, 6))
+    expected = (200 - torch.tensor(image_processor.image_mean)) / torch.tensor(image_processor.image_std)
+    assert torch.allclose(pixel_values[1, :, 2, 4], expected)
     assert pixel_values[..., 3, :].abs().max() == 0 and pixel_values[..., 5].abs().max() == 0
 
 

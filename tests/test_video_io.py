@@ -96,7 +96,7 @@ def test_frame_folder_is_ordered_by_frame_number(tmp_path):
 
 
 def test_frame_folder_without_jpegs_is_refused(tmp_path):
-    with pytest.raises(AvisInputError, match="holds no .jpg frames"):
+    with pytest.raises(AvisInputError, match="holds no .jpg or .png frames"):
         read_frame_folder(tmp_path)
 
 

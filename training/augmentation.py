@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modeling_avis.image_processing_avis import shortest_edge_size
+from modeling_avis.image_processing_avis import resize_frames, shortest_edge_size
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,8 @@ class Resize:
     width: int
 
     def image(self, frame: Tensor) -> Tensor:
-        # torch's uint8 channels-last path: within one grey level of PIL's bilinear resize, and fast.
-        resized = F.interpolate(
-            frame[None].contiguous(memory_format=torch.channels_last),
-            size=(self.height, self.width),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
+        # the processor's resize; on channels-last uint8 torch takes its fast path, with the same values
+        resized = resize_frames(frame[None].contiguous(memory_format=torch.channels_last), (self.height, self.width))
         return resized[0].contiguous()
 
     def masks(self, masks: Tensor) -> Tensor:

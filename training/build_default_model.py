@@ -16,6 +16,7 @@ Every step prints what it did; the metrics end up in the model card and in `metr
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -23,8 +24,10 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisProcessor
-from modeling_avis.inference_avis import DEFAULT_MODEL
+from modeling_avis import AvisConfig, AvisProcessor, save_model_folder
+from modeling_avis.__main__ import DEFAULT_MODEL_FOLDERS
+from modeling_avis.loading import load_model, load_processor
+from modeling_avis.outputs import atomic_folder
 
 from . import train
 from .evaluate_model import evaluate_model
@@ -32,10 +35,14 @@ from .evaluation import evaluate_predictions
 from .sounding_shapes import CLASSES, HEIGHT, WIDTH, generate, write_example_video
 
 ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "modeling_avis"
+DEFAULT_MODEL = DEFAULT_MODEL_FOLDERS[0]
 SEED = 0
 SPLIT_SIZES = {"train": 400, "val": 40, "test": 60}
 # Frames are 96 x 128; the model sees them at that size in training and at test.
 SHORT_EDGE = 96
+# (clip query, class) pairs considered per video: 10 clip queries x 4 classes hold 40.
+NUM_DETECTIONS = 20
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # 4 clips of 5 frames a step; the learning rate falls tenfold for the last steps.
 TRAIN_STEPS, LR_DECAY_STEP = 10000, 8500
@@ -77,7 +84,6 @@ DEFAULT_MODEL_CONFIG = {
     "clip_encoder_layers": 2,
     "clip_window_size": 6,
     "clip_decoder_layers": 2,
-    "num_detections": 20,
     "train_num_points": 2048,
     "id2label": {str(index): shape.name for index, shape in enumerate(CLASSES)},
 }
@@ -103,10 +109,10 @@ def headline(metrics: dict[str, float]) -> str:
     return "  ".join(f"{key} {metrics[key]:5.1f}" for key in HEADLINE)
 
 
-def choose_threshold(model, data: Path, accelerator: Accelerator) -> tuple[float, dict[float, dict]]:
+def choose_threshold(model, processor: AvisProcessor, data: Path, accelerator: Accelerator) -> tuple[float, dict]:
     """The score threshold with the best mean of FSLA, HOTA and mAP on val, and every threshold's metrics."""
-    model.config.score_threshold = 0.0
-    _, results = evaluate_model(model, data, "val", accelerator, SHORT_EDGE)
+    processor.score_threshold = 0.0
+    _, results = evaluate_model(model, processor, data, "val", accelerator)
     scores = {t: evaluate_predictions(data / "val.json", above(results, t)) for t in THRESHOLDS}
     for threshold, metrics in scores.items():
         print(f"val, threshold {threshold}: {headline(metrics)}")
@@ -179,6 +185,21 @@ def write_examples(folder: Path) -> list[Path]:
     return paths
 
 
+def ship(model, processor: AvisProcessor, output: Path, card: str, summary: dict) -> None:
+    """Writes the model folder (see `save_model_folder`), its model card and metrics. In the repository's own
+    folder, its code files are links into `modeling_avis/`: loadable with trust_remote_code like any saved folder,
+    and never a stale copy of the library."""
+    shutil.rmtree(output, ignore_errors=True)
+    with atomic_folder(output) as folder:
+        save_model_folder(folder, model, processor)
+        (folder / "README.md").write_text(card)
+        (folder / "metrics.json").write_text(json.dumps(summary, indent=1))
+        if output.resolve() == DEFAULT_MODEL.resolve():
+            for code in folder.glob("*.py"):
+                code.unlink()
+                code.symlink_to(os.path.relpath(LIBRARY / code.name, output.resolve()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/avis-sounding-shapes"))
@@ -201,33 +222,20 @@ def main(argv: list[str] | None = None) -> None:
         (run / TIMING_FILE).write_text(json.dumps({"seconds": time.perf_counter() - start, "steps": TRAIN_STEPS}))
     timing = json.loads((run / TIMING_FILE).read_text())
 
-    model = AvisForAudioVisualInstanceSegmentation.from_pretrained(run).eval()
+    model = load_model(run).eval()
+    processor = load_processor(run, model.config)  # frames at SHORT_EDGE, as evaluated in training
+    processor.num_detections = NUM_DETECTIONS
     accelerator = Accelerator(cpu=True)
-    threshold, _ = choose_threshold(model, data, accelerator)
-    model.config.score_threshold = threshold
-    test, _ = evaluate_model(model, data, "test", accelerator, SHORT_EDGE)
-    muted, _ = evaluate_model(model, data, "test", accelerator, SHORT_EDGE, mute_audio=True)
+    threshold, _ = choose_threshold(model, processor, data, accelerator)
+    processor.score_threshold = threshold
+    test, _ = evaluate_model(model, processor, data, "test", accelerator)
+    muted, _ = evaluate_model(model, processor, data, "test", accelerator, mute_audio=True)
     print(f"test, threshold {threshold}, with sound: {headline(test)}")
     print(f"test, threshold {threshold}, muted:      {headline(muted)}")
-
-    shutil.rmtree(args.output, ignore_errors=True)
-    model.save_pretrained(args.output)
-    # The repository's own classes load it (importing modeling_avis registers them): no copy of their code and no
-    # auto_map beside the weights, which would go stale with every change to the code.
-    for code in args.output.glob("*.py"):
-        code.unlink()
-    config = json.loads((args.output / "config.json").read_text())
-    config.pop("auto_map", None)
-    (args.output / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    processor = AvisProcessor.from_model_config(model.config)
-    processor.image_processor.shortest_edge = SHORT_EDGE
-    processor.save_pretrained(args.output)
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
-    (args.output / "README.md").write_text(
-        model_card(test, muted, threshold, timing["seconds"], timing["steps"], num_parameters)
-    )
+    card = model_card(test, muted, threshold, timing["seconds"], timing["steps"], num_parameters)
     summary = {"threshold": threshold, "train_seconds": timing["seconds"], "test": test, "test_muted": muted}
-    (args.output / "metrics.json").write_text(json.dumps(summary, indent=1))
+    ship(model, processor, args.output, card, summary)
     for path in write_examples(args.examples):
         print(f"wrote {path} and its ground truth")
     print(f"wrote {args.output} ({HEIGHT} x {WIDTH} frames, threshold {threshold})")

@@ -4,12 +4,11 @@ Layout (as the original's `datasets/`): `<root>/<split>.json` (YouTube-VIS style
 `<root>/<split>/JPEGImages/<video>/<frame>.jpg` and `<root>/<split>/FEATAudios/<video>.npy` (one 128-d VGGish
 feature per frame).
 
-A batch (`collate_clips`) holds the raw frames, not normalised: the model normalises them and must then zero the
-padding (`pixel_mask` False), as the original pads after normalisation.
+A batch (`collate_clips`) holds the frames as the model takes them, normalised and padded by the image processor
+that prepares them at test.
 """
 
 import json
-import math
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset
 from modeling_avis.configuration_avis import AvisConfig
 from modeling_avis.errors import AvisDatasetError
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
+from modeling_avis.image_processing_avis import AvisImageProcessor
 from modeling_avis.tracks import check_rle
 from modeling_avis.video_io import read_audio
 
@@ -368,31 +368,22 @@ class AvisegClipDataset(Dataset):
         return masks
 
 
-def collate_clips(clips: list[AvisegClip], size_divisibility: int = 32) -> dict:
-    """A batch of B clips of T frames, zero-padded at the bottom and right to a multiple of `size_divisibility`.
+def collate_clips(clips: list[AvisegClip], image_processor: AvisImageProcessor) -> dict:
+    """A batch of B clips of T frames: normalised and zero-padded at the bottom and right to a multiple of the
+    processor's `size_divisibility` (the largest clip's), by the processor that prepares the frames at test.
 
-    Returns frames (B, T, 3, Hp, Wp) uint8, pixel_mask (B, Hp, Wp) bool (True on real pixels), audio (B, T, 128)
-    features or (B, T, 96, 64) log-mel, mask_labels: B x (N_b, T, Hp, Wp) bool, class_labels: B x (N_b,) long, video_ids: B ids,
-    frame_indices (B, T) long.
+    Returns pixel_values (B, T, 3, Hp, Wp) float32, audio (B, T, 128) features or (B, T, 96, 64) log-mel,
+    mask_labels: B x (N_b, T, Hp, Wp) bool, class_labels: B x (N_b,) long, video_ids: B ids, frame_indices (B, T).
     """
-    height = math.ceil(max(clip.frames.shape[-2] for clip in clips) / size_divisibility) * size_divisibility
-    width = math.ceil(max(clip.frames.shape[-1] for clip in clips) / size_divisibility) * size_divisibility
-    num_frames = clips[0].frames.shape[0]
-    frames = torch.zeros(len(clips), num_frames, 3, height, width, dtype=torch.uint8)
-    pixel_mask = torch.zeros(len(clips), height, width, dtype=torch.bool)
-    mask_labels = []
-    for index, clip in enumerate(clips):
-        clip_height, clip_width = clip.frames.shape[-2:]
-        frames[index, :, :, :clip_height, :clip_width] = clip.frames
-        pixel_mask[index, :clip_height, :clip_width] = True
-        padded = clip.mask_labels.new_zeros(*clip.mask_labels.shape[:2], height, width)
-        padded[..., :clip_height, :clip_width] = clip.mask_labels
-        mask_labels.append(padded)
+    size = image_processor.padded_size(
+        max(clip.frames.shape[-2] for clip in clips), max(clip.frames.shape[-1] for clip in clips)
+    )
     return {
-        "frames": frames,
-        "pixel_mask": pixel_mask,
+        "pixel_values": torch.stack(
+            [image_processor.pad(image_processor.normalize(clip.frames), size) for clip in clips]
+        ),
         "audio": torch.stack([clip.audio for clip in clips]),
-        "mask_labels": mask_labels,
+        "mask_labels": [image_processor.pad(clip.mask_labels, size) for clip in clips],
         "class_labels": [clip.class_labels for clip in clips],
         "video_ids": [clip.video_id for clip in clips],
         "frame_indices": torch.stack([clip.frame_indices for clip in clips]),

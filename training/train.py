@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from safetensors.torch import load_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
@@ -30,8 +30,10 @@ from torch.utils.data import DataLoader
 from modeling_avis.configuration_avis import PRESETS, AvisConfig
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
 from modeling_avis.errors import AvisCheckpointError, one_line
-from modeling_avis.loading import LOADING_ERRORS, load_config_file, load_model
+from modeling_avis.loading import LOADING_ERRORS, load_config_file, load_model, load_processor
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
+from modeling_avis.pipeline_avis import save_model_folder
+from modeling_avis.processing_avis import AvisProcessor
 
 from .augmentation import ClipAugmentation
 from .data import AvisegClipDataset, audio_input_name, collate_clips
@@ -145,15 +147,21 @@ def _load_backbone_weights(backbone, path: Path) -> None:
         raise AvisCheckpointError(f"{path} is neither a model folder nor a .safetensors file")
 
 
-def build_model(args: argparse.Namespace) -> AvisForAudioVisualInstanceSegmentation:
-    """The model to train: a saved AVISM, or a new one (random head) with the given backbone weights."""
+def build_model(args: argparse.Namespace) -> tuple[AvisForAudioVisualInstanceSegmentation, AvisProcessor]:
+    """The model to train and its processor: a saved AVISM with its own, or a new one (random head, the given
+    backbone weights) with the processor the original used for its backbone. `--eval-short-edge` sets its test size."""
     if args.model:
-        return load_model(args.model)
-    config = load_config_file(args.config) if args.config else AvisConfig.from_preset(args.preset)
-    model = AvisForAudioVisualInstanceSegmentation(config)
-    if args.backbone_weights:
-        load_backbone_weights(model, args.backbone_weights)
-    return model
+        model = load_model(args.model)
+        processor = load_processor(args.model, model.config)
+    else:
+        config = load_config_file(args.config) if args.config else AvisConfig.from_preset(args.preset)
+        model = AvisForAudioVisualInstanceSegmentation(config)
+        if args.backbone_weights:
+            load_backbone_weights(model, args.backbone_weights)
+        processor = AvisProcessor.for_model(config)
+    if args.eval_short_edge:
+        processor.image_processor.shortest_edge = args.eval_short_edge
+    return model, processor
 
 
 def latest_checkpoint(output_dir: Path) -> Path:
@@ -217,12 +225,14 @@ def format_record(record: dict, max_steps: int) -> str:
     )
 
 
-def evaluate(accelerator: Accelerator, model, args: argparse.Namespace, step: int) -> None:
-    """Benchmark metrics on the evaluation split: printed, logged, and written with the results under eval/."""
-    metrics, results = evaluate_model(
-        accelerator.unwrap_model(model), args.data, args.eval_split, accelerator, args.eval_short_edge
-    )
+def evaluate(accelerator: Accelerator, model, processor: AvisProcessor, args: argparse.Namespace, step: int) -> None:
+    """Benchmark metrics and the validation loss on the evaluation split: printed, logged, and written with the
+    results under eval/."""
+    model = accelerator.unwrap_model(model)
+    loss = validation_loss(accelerator, model, processor, args)
+    metrics, results = evaluate_model(model, processor, args.data, args.eval_split, accelerator)
     if accelerator.is_main_process:
+        metrics = {"loss": loss, **metrics}
         folder = Path(args.output_dir) / "eval" / f"step_{step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "results.json").write_text(json.dumps(results))
@@ -230,6 +240,40 @@ def evaluate(accelerator: Accelerator, model, args: argparse.Namespace, step: in
         accelerator.print(f"evaluation on {args.eval_split} at step {step}:\n{format_metrics_table(metrics)}")
         accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
     accelerator.wait_for_everyone()
+
+
+def validation_loss(
+    accelerator: Accelerator, model: AvisForAudioVisualInstanceSegmentation, processor: AvisProcessor, args
+) -> float:
+    """The mean loss, in eval mode, over one clip of each annotated video of the evaluation split: the same clips
+    (drawn from the seed) at every evaluation, and torch's generators left as they were (the loss samples points),
+    so that evaluating changes nothing of the training run."""
+    dataset = SeededDataset(
+        AvisegClipDataset(
+            args.data, args.eval_split, args.num_frames, args.frame_range, audio_input=audio_input_name(model.config)
+        ),
+        args.seed,
+    )
+    was_training = model.training
+    model.eval()
+    losses = []
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with (
+        accelerator.split_between_processes(list(range(len(dataset)))) as shard,
+        torch.random.fork_rng(devices=devices),
+        torch.no_grad(),
+        accelerator.autocast(),
+    ):
+        for index in shard:
+            batch = collate_clips([dataset[(0, index)]], processor.image_processor)
+            inputs = {key: value.to(accelerator.device) for key, value in model_inputs(batch, model.config).items()}
+            labels = {
+                key: [value.to(accelerator.device) for value in batch[key]] for key in ("mask_labels", "class_labels")
+            }
+            losses.append(model(**inputs, **labels).loss.item())
+    model.train(was_training)
+    losses = gather_object(losses)
+    return sum(losses) / max(len(losses), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,8 +299,8 @@ def train(argv: list[str] | None = None) -> list[dict]:
     )
     set_seed(args.seed, device_specific=True)
 
-    # model (first: the data needs its size divisibility)
-    model = build_model(args)
+    # model (first: the data needs its processor)
+    model, processor = build_model(args)
     config = model.config
 
     # data: the order and every clip's random draws follow from the seed (training/sampling.py)
@@ -273,7 +317,7 @@ def train(argv: list[str] | None = None) -> list[dict]:
         SeededDataset(train_dataset, args.seed),
         batch_size=args.batch_size,
         sampler=EpochOrderSampler(len(train_dataset), args.seed),
-        collate_fn=partial(collate_clips, size_divisibility=config.size_divisibility),
+        collate_fn=partial(collate_clips, image_processor=processor.image_processor),
         num_workers=args.num_workers,
         # its own generator: creating an iterator must not draw from torch's global one (resumes would diverge)
         generator=torch.Generator().manual_seed(args.seed),
@@ -373,18 +417,17 @@ def train(argv: list[str] | None = None) -> list[dict]:
             if args.checkpointing_steps and (step % args.checkpointing_steps == 0 or finished):
                 save_checkpoint(accelerator, output_dir, progress)
             if args.eval_split and args.eval_steps and step % args.eval_steps == 0 and not finished:
-                evaluate(accelerator, model, args, step)
+                evaluate(accelerator, model, processor, args, step)
             if finished or steps_this_run == args.max_steps_this_run:
                 stop = True
                 break
     if step >= args.max_train_steps:
         # evaluate and save the trained model
         if args.eval_split:
-            evaluate(accelerator, model, args, step)
+            evaluate(accelerator, model, processor, args, step)
         accelerator.wait_for_everyone()
-        accelerator.unwrap_model(model).save_pretrained(
-            output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
-        )
+        if accelerator.is_main_process:
+            save_model_folder(output_dir, accelerator.unwrap_model(model), processor)
     # Not accelerator.end_training(): it destroys the process group while the DDP model still holds it, and freeing
     # the model then can deadlock gloo's destructor (torch 2.13, seen with 2 CPU processes).
     for tracker in accelerator.trackers:

@@ -1,0 +1,1 @@
+../../modeling_avis/configuration_avis.py

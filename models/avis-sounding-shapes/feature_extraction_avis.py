@@ -1,0 +1,1 @@
+../../modeling_avis/feature_extraction_avis.py

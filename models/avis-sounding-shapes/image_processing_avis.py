@@ -1,0 +1,1 @@
+../../modeling_avis/image_processing_avis.py

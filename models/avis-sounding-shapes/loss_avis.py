@@ -1,0 +1,1 @@
+../../modeling_avis/loss_avis.py

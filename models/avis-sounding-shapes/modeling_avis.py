@@ -1,0 +1,1 @@
+../../modeling_avis/modeling_avis.py

@@ -1,0 +1,1 @@
+../../modeling_avis/post_processing_avis.py

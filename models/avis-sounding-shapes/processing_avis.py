@@ -1,0 +1,1 @@
+../../modeling_avis/processing_avis.py

@@ -1,0 +1,1 @@
+../../modeling_avis/video_io.py
