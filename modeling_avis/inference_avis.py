@@ -413,7 +413,9 @@ class AvisVideoSegmenter:
         )  # fmt: skip
         expected = chunks.expected_frames or 1
         report(0.0, "Decoding and encoding frames")
-        with self.outputs(chunks, lambda done: report(0.9 * min(done / expected, 1.0), "Decoding and encoding frames")) as outputs:
+        with self.outputs(
+            chunks, lambda done: report(0.9 * min(done / expected, 1.0), "Decoding and encoding frames")
+        ) as outputs:
             report(0.9, "Drawing masks")
             (result,) = self.processor.post_process_video_instance_segmentation(
                 outputs, [chunks.metadata()], self.model.config.id2label, score_threshold, max_instances

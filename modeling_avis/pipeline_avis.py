@@ -57,7 +57,12 @@ def save_model_folder(folder: str | Path, model: AvisPreTrainedModel, processor:
     `AutoModelForInstanceSegmentation`, `AutoProcessor` and `pipeline` (with `trust_remote_code=True` where this
     package is not installed)."""
     model.config.custom_pipelines = {
-        TASK: {"impl": "pipeline_avis.AvisVideoSegmentationPipeline", "pt": ("AutoModel",), "tf": (), "type": "multimodal"}
+        TASK: {
+            "impl": "pipeline_avis.AvisVideoSegmentationPipeline",
+            "pt": ("AutoModel",),
+            "tf": (),
+            "type": "multimodal",
+        }
     }
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

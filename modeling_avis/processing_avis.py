@@ -183,9 +183,13 @@ class AvisProcessor(ProcessorMixin):
             raise ValueError(f"audio_input must be one of {AUDIO_INPUTS}, not {audio_input!r}")
         path = Path(video)
         if path.is_dir():
-            frames, sizes, audio, notes = self._frame_folder(path, fps, max_frames, max_duration, audio_features, audio_input)
+            frames, sizes, audio, notes = self._frame_folder(
+                path, fps, max_frames, max_duration, audio_features, audio_input
+            )
         else:
-            frames, sizes, audio, notes = self._video_file(path, fps, max_frames, max_duration, audio_features, audio_input)
+            frames, sizes, audio, notes = self._video_file(
+                path, fps, max_frames, max_duration, audio_features, audio_input
+            )
         if mute_audio:
             if audio_input == "audio_features":
                 raise AvisInputError("muting the sound needs a model with an audio encoder: silence has no features")
@@ -283,9 +287,15 @@ class AvisProcessor(ProcessorMixin):
             audio = _PrecomputedAudio(audio_features)
             audio.check_covers(len(paths))
         else:
-            track = read_audio(wav, self.feature_extractor.sampling_rate, len(paths) / fps + 1.0) if wav.is_file() else None
+            track = (
+                read_audio(wav, self.feature_extractor.sampling_rate, len(paths) / fps + 1.0)
+                if wav.is_file()
+                else None
+            )
             if track is None:
-                notes.append(f"{folder.name} has no WAVAudios/{folder.name}.wav beside it: every frame was given silence")
+                notes.append(
+                    f"{folder.name} has no WAVAudios/{folder.name}.wav beside it: every frame was given silence"
+                )
             audio = _LogMelAudio(self.feature_extractor, track)
         sizes = {"original_size": tuple(original_size), "fps": None, "expected_frames": len(paths)}
         return frames, sizes, audio, notes
@@ -312,7 +322,9 @@ def video_result(
     segmentations = [[] for _ in range(len(instances.scores))]
     for chunk in masks:
         if chunk.ndim != 4 or chunk.shape[0] != len(segmentations) or tuple(chunk.shape[2:]) != (height, width):
-            raise ValueError(f"masks must be (N={len(segmentations)}, frames, {height}, {width}), got {tuple(chunk.shape)}")
+            raise ValueError(
+                f"masks must be (N={len(segmentations)}, frames, {height}, {width}), got {tuple(chunk.shape)}"
+            )
         for track, frames in zip(segmentations, chunk.cpu().numpy(), strict=True):
             track.extend(encode_mask(frame) for frame in frames)
     if any(len(track) != len(metadata.timestamps) for track in segmentations):
