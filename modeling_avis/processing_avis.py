@@ -33,7 +33,7 @@ from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
 from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
 from .tracks import AvisTrack, AvisVideoResult, encode_mask
-from .video_io import probe_video, read_audio, read_frame_folder, read_frames, read_image
+from .video_io import AvisegVideoFiles, probe_video, read_audio, read_frame_folder, read_frames, read_image
 
 # The audio inputs a model takes: log-mel examples for its own audio encoder, or precomputed VGGish features.
 AUDIO_INPUTS = ("audio_log_mel", "audio_features")
@@ -277,20 +277,18 @@ class AvisProcessor(ProcessorMixin):
         original_size = read_image(paths[0]).shape[:2]
         frames = ((k / fps, read_image(frame)) for k, frame in enumerate(paths))
         notes = []
-        # AVISeg keeps a video's sound beside its frames: <split>/FEATAudios/<video>.npy and <split>/WAVAudios/<video>.wav
-        split = folder.parent.parent
-        features, wav = split / "FEATAudios" / f"{folder.name}.npy", split / "WAVAudios" / f"{folder.name}.wav"
-        reads_features = audio_input == "audio_features" or (audio_input is None and features.is_file())
+        # AVISeg keeps a video's sound beside its frames
+        files = AvisegVideoFiles.of_frame_folder(folder)
+        reads_features = audio_input == "audio_features" or (audio_input is None and files.features.is_file())
         if audio_features is None and reads_features:
-            audio_features = features
+            audio_features = files.features
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
             audio.check_covers(len(paths))
         else:
+            seconds = len(paths) / fps + 1.0
             track = (
-                read_audio(wav, self.feature_extractor.sampling_rate, len(paths) / fps + 1.0)
-                if wav.is_file()
-                else None
+                read_audio(files.wav, self.feature_extractor.sampling_rate, seconds) if files.wav.is_file() else None
             )
             if track is None:
                 notes.append(

@@ -44,6 +44,28 @@ TIME_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
+class AvisegVideoFiles:
+    """Where an AVISeg-layout split keeps a video called `name`: `<split>/JPEGImages/<name>/` (its frames, one a
+    second), `<split>/FEATAudios/<name>.npy` (VGGish features, a row per frame) and `<split>/WAVAudios/<name>.wav`."""
+
+    frames: Path
+    features: Path
+    wav: Path
+
+    @classmethod
+    def of(cls, split: str | Path, name: str) -> "AvisegVideoFiles":
+        split = Path(split)
+        return cls(
+            split / "JPEGImages" / name, split / "FEATAudios" / f"{name}.npy", split / "WAVAudios" / f"{name}.wav"
+        )
+
+    @classmethod
+    def of_frame_folder(cls, frames: str | Path) -> "AvisegVideoFiles":
+        frames = Path(frames)
+        return cls.of(frames.parent.parent, frames.name)
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What the container says about a video, checked to be decodable up to its first frame.
 
@@ -368,6 +390,7 @@ def _reason(error: av.error.FFmpegError) -> str:
 
 __all__ = [
     "MAX_FRAME_PIXELS",
+    "AvisegVideoFiles",
     "AudioTrack",
     "ProgressFn",
     "SampledFrame",

@@ -4,7 +4,6 @@ import json
 import os
 import tempfile
 from functools import cache
-from pathlib import Path
 
 import pytest
 
@@ -13,10 +12,7 @@ os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="avis_hf_modules_")
 
 from modeling_avis import AvisConfig  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures"
-ORIGINAL = FIXTURES / "original"
-MEDIA = SHARED / "media"
+from .fixture_data import ORIGINAL  # noqa: E402
 
 
 def original_io_cases() -> list[tuple[str, str]]:

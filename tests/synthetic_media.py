@@ -6,8 +6,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-MEDIA = Path(__file__).parents[1] / ".." / "shared" / "media"
-
 
 def frame_value(index: int) -> int:
     """The grey level of synthetic frame `index`: frames are told apart by it after lossy encoding."""

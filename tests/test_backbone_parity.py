@@ -2,7 +2,6 @@
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,9 @@ from modeling_avis.backbone_avis import AvisFrozenBatchNorm2d, build_backbone
 from modeling_avis.configuration_avis import R50_BACKBONE, SWIN_L_BACKBONE
 from modeling_avis.errors import AvisCheckpointError
 
-FIXTURES = Path(__file__).parents[1] / ".." / "shared" / "fixtures" / "original"
+from .fixture_data import ORIGINAL
+
+FIXTURES = ORIGINAL
 MODELS = sorted(path.parent.name for path in FIXTURES.glob("*/manifest.json"))
 KEY_LISTS = sorted(FIXTURES.glob("keys/*.json"))
 LEVELS = ["res2", "res3", "res4", "res5"]

@@ -14,7 +14,7 @@ from modeling_avis.tracks import decode_mask
 from training.evaluation.inputs import load_ground_truth, load_predictions
 
 from .app_media import stream_summary
-from .conftest import MEDIA
+from .fixture_data import MEDIA
 
 ROOT = Path(__file__).parents[1]
 CLIP = MEDIA / "dogs_640x360.mp4"

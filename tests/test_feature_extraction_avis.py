@@ -8,7 +8,7 @@ from modeling_avis.errors import AvisInputError
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.video_io import read_audio
 
-from .synthetic_media import MEDIA
+from .fixture_data import MEDIA
 
 CLIPS = sorted(MEDIA.glob("*.mp4"))
 

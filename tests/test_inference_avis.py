@@ -18,7 +18,8 @@ from modeling_avis.inference_avis import (
 )
 from modeling_avis.processing_avis import AvisVideoMetadata
 
-from .conftest import MEDIA, ORIGINAL, TINY_VGGISH, converted_model, original_io_cases, tiny_config
+from .conftest import TINY_VGGISH, converted_model, original_io_cases, tiny_config
+from .fixture_data import MEDIA, ORIGINAL
 
 CASES = original_io_cases()
 CLIPS = sorted(MEDIA.glob("*.mp4"))

@@ -14,7 +14,8 @@ from pycocotools import mask as mask_utils
 from modeling_avis.tracks import encode_mask
 from training.evaluation import METRIC_KEYS, evaluate_predictions
 
-EVAL_FIXTURES = Path(__file__).parents[1] / ".." / "shared" / "fixtures" / "eval"
+from .fixture_data import EVAL_FIXTURES
+
 INDEXES = (EVAL_FIXTURES / "index.json", EVAL_FIXTURES / "original_crashes" / "index.json")
 TOLERANCE = 1e-9  # the brief's bound; today every value is bit-identical
 FSLA_KEYS = tuple(key for key in METRIC_KEYS if key.startswith("FSLA"))

@@ -10,8 +10,10 @@ from modeling_avis.errors import AvisError, AvisInputError
 from training.evaluation import AvisEvaluationError, evaluate_predictions
 from training.evaluation.__main__ import main
 
+from .fixture_data import EVAL_FIXTURES
+
 # 01_perfect_null: categories 1 (person), 3 (guitar), 14 (dog); videos 1 (8 frames), 2 (6), 3 (10), all 24x32.
-CASE = Path(__file__).parents[1] / ".." / "shared" / "fixtures" / "eval" / "01_perfect_null"
+CASE = EVAL_FIXTURES / "01_perfect_null"
 
 
 def _gt() -> dict:

@@ -16,7 +16,8 @@ from conversion.verification import FLOAT_TOLERANCE, MASK_FLIP_TOLERANCE, compar
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisProcessor
 from modeling_avis.errors import AvisCheckpointError
 
-from .conftest import ORIGINAL, converted_model, original_io_cases
+from .conftest import converted_model, original_io_cases
+from .fixture_data import ORIGINAL
 
 CASES = original_io_cases()
 

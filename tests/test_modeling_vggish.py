@@ -118,7 +118,7 @@ def test_a_converted_avism_with_vggish_built_in_hears_a_real_clip(torchvggish_ne
     from conversion.convert_avism import main as convert_avism
     from modeling_avis.inference_avis import AvisVideoSegmenter
 
-    from .conftest import MEDIA, ORIGINAL
+    from .fixture_data import MEDIA, ORIGINAL
 
     torch.save(torchvggish_network.state_dict(), tmp_path / "vggish.pth")
     original = ORIGINAL / "r50_tiny"
@@ -141,7 +141,8 @@ def test_a_model_without_audio_encoder_asks_for_features_in_one_line(tmp_path):
     from modeling_avis import AvisModel
     from modeling_avis.inference_avis import AvisVideoSegmenter
 
-    from .conftest import MEDIA, tiny_config
+    from .conftest import tiny_config
+    from .fixture_data import MEDIA
 
     AvisModel(tiny_config()).save_pretrained(tmp_path / "features_only")
     segmenter = AvisVideoSegmenter.from_pretrained(tmp_path / "features_only", device="cpu")

@@ -15,7 +15,8 @@ from modeling_avis.modeling_avis import AvisModelOutput
 from modeling_avis.processing_avis import AvisProcessor, AvisVideoMetadata
 from modeling_avis.video_io import read_audio, read_frames
 
-from .synthetic_media import MEDIA, frame_value, write_video, write_wav
+from .fixture_data import MEDIA
+from .synthetic_media import frame_value, write_video, write_wav
 
 CLIP = MEDIA / "dogs_640x360.mp4"
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)

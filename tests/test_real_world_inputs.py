@@ -34,7 +34,8 @@ from training.evaluation.__main__ import main as evaluation_main
 
 from . import media_corpus
 from .app_media import stream_summary
-from .conftest import ORIGINAL, tiny_config
+from .conftest import tiny_config
+from .fixture_data import ORIGINAL
 from .synthetic_aviseg import EVAL_VIDEOS, TRAIN_VIDEOS, write_split
 
 EXAMPLES = Path(__file__).parents[1] / "app" / "examples"

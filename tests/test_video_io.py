@@ -5,7 +5,8 @@ import pytest
 from modeling_avis.errors import AvisInputError
 from modeling_avis.video_io import probe_video, read_audio, read_frame_folder, read_frames
 
-from .synthetic_media import MEDIA, frame_value, write_video, write_wav
+from .fixture_data import MEDIA
+from .synthetic_media import frame_value, write_video, write_wav
 
 CLIPS = sorted(MEDIA.glob("*.mp4"))
 

@@ -25,7 +25,7 @@ from modeling_avis.errors import AvisDatasetError
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.image_processing_avis import AvisImageProcessor
 from modeling_avis.tracks import check_rle
-from modeling_avis.video_io import read_audio
+from modeling_avis.video_io import AvisegVideoFiles, read_audio
 
 from .augmentation import ClipAugmentation, FrameTransform
 
@@ -133,7 +133,8 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
             raise AvisDatasetError(
                 f"{annotation_path}: an annotation of video {name!r} has a category it does not list"
             )
-        frame_paths = tuple(root / split / "JPEGImages" / file_name for file_name in video["file_names"])
+        files = AvisegVideoFiles.of(root / split, name)
+        frame_paths = tuple(files.frames.parent / file_name for file_name in video["file_names"])
         missing = next((path for path in frame_paths if not path.is_file()), None)
         if missing is not None:
             raise AvisDatasetError(f"{missing}: no such frame (video {name!r} of {annotation_path.name})")
@@ -160,8 +161,8 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
                 frame_paths=frame_paths,
                 height=height,
                 width=width,
-                audio_features_path=root / split / "FEATAudios" / f"{name}.npy",
-                wav_path=root / split / "WAVAudios" / f"{name}.wav",
+                audio_features_path=files.features,
+                wav_path=files.wav,
                 instances=instances,
             )
         )

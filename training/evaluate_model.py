@@ -25,6 +25,7 @@ from modeling_avis.modeling_avis import AvisPreTrainedModel
 from modeling_avis.outputs import check_output_file, write_text_atomically
 from modeling_avis.processing_avis import AvisProcessor
 from modeling_avis.results import results_json_entries
+from modeling_avis.video_io import AvisegVideoFiles
 
 from .data import AvisegVideo, load_aviseg_split
 from .evaluation import evaluate_predictions, format_metrics_table
@@ -50,7 +51,11 @@ def predict_split(
             entry
             for video in shard
             for entry in results_json_entries(
-                segmenter(Path(data_root) / split / "JPEGImages" / video.name, fps=AVISEG_FPS, mute_audio=mute_audio),
+                segmenter(
+                    AvisegVideoFiles.of(Path(data_root) / split, video.name).frames,
+                    fps=AVISEG_FPS,
+                    mute_audio=mute_audio,
+                ),
                 video.video_id,
             )
         ]

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
+from modeling_avis.video_io import AvisegVideoFiles
 
 SAMPLE_RATE = 16000
 HEIGHT, WIDTH = 96, 128
@@ -242,16 +243,16 @@ def write_split(root: Path, split: str, num_videos: int, seed: int) -> dict:
         shapes, frames, masks, audio = render_video(seed, split, video_index)
         num_frames = len(frames)
         name = f"{split}_{video_index:04d}"
-        frame_folder = root / split / "JPEGImages" / name
-        frame_folder.mkdir(parents=True, exist_ok=True)
+        files = AvisegVideoFiles.of(root / split, name)
+        files.frames.mkdir(parents=True, exist_ok=True)
         file_names = []
         for t, frame in enumerate(frames):
-            Image.fromarray(frame).save(frame_folder / f"{t:05d}.jpg", quality=95)
+            Image.fromarray(frame).save(files.frames / f"{t:05d}.jpg", quality=95)
             file_names.append(f"{name}/{t:05d}.jpg")
-        for folder in ("WAVAudios", "FEATAudios"):
-            (root / split / folder).mkdir(parents=True, exist_ok=True)
-        write_wav(root / split / "WAVAudios" / f"{name}.wav", audio)
-        np.save(root / split / "FEATAudios" / f"{name}.npy", pooled_log_mel(audio, num_frames, extractor))
+        for path in (files.wav, files.features):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(files.wav, audio)
+        np.save(files.features, pooled_log_mel(audio, num_frames, extractor))
         video_id = video_index + 1
         videos.append(
             {"id": video_id, "file_names": file_names, "height": HEIGHT, "width": WIDTH, "length": num_frames}
