@@ -1,45 +1,40 @@
-"""One analysis, from an uploaded file to everything the page shows: the app without its page."""
+"""One analysis, from an uploaded file to everything the page shows: the app without its page.
+
+An analysis runs in a run folder of its own under the work folder and leaves there exactly its two results (the
+overlay and the results JSON); a failed or cancelled one leaves nothing. The newest `kept_results` runs are kept,
+for `result_seconds` at most (`RunFolders`). `cancelled()` is asked between chunks of frames and of rendering: when
+it says so, the analysis stops there (`AnalysisCancelled`).
+"""
 
 import re
 import shutil
-import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from modeling_avis.errors import AvisError
 from modeling_avis.results import write_results_json
 from modeling_avis.video_io import ProgressFn
 from modeling_avis.visualization import render_overlay
 
-from .inference import ModelSource, inference_service
 from .media import probe_upload, trim_video
+from .models import ModelCatalog
+from .settings import AppSettings
 from .summary import instance_table, timeline_figure
 
 # A video this much longer than the limit (container round-off) is still taken whole.
 LENGTH_SLACK = 0.05
-# Run folders older than this are removed when a new run starts (the page has long since copied their files).
-RUN_FOLDER_LIFETIME = 2 * 3600
+# The results JSON is a run's last file: a run folder with one is complete.
+RESULTS_SUFFIX = "_avis_results.json"
 
 
-@dataclass(frozen=True)
-class AppSettings:
-    """Limits of one app process.
-
-    max_video_seconds: longer videos are trimmed to their first max_video_seconds, with a message.
-    concurrency_limit: analyses running at once; the others wait in the queue.
-    queue_size: analyses waiting at most; more are refused by the queue.
-    max_upload_size: the largest upload, in gradio's notation.
-    work_folder: where each run writes its files.
-    """
-
-    max_video_seconds: float = 60.0
-    concurrency_limit: int = 1
-    queue_size: int = 16
-    max_upload_size: str = "500mb"
-    work_folder: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avis_app")
+class AnalysisCancelled(AvisError):
+    """The visitor cancelled the analysis, or left."""
 
 
 @dataclass
@@ -51,77 +46,118 @@ class Analysis:
     status: str
 
 
-def analyse_video(
-    video_path: str,
-    source: ModelSource,
-    fps: float,
-    score_threshold: float,
-    max_instances: int,
-    settings: AppSettings,
-    progress: ProgressFn,
-) -> Analysis:
-    """Probe, trim if too long, run the model, render the overlay and write the results of one video.
+class RunFolders:
+    """The run folders under the work folder: a fresh one per analysis, removed when the analysis fails, and only
+    the newest `kept_results` of the finished ones kept (gradio's `delete_cache` removes their files after
+    `result_seconds`, and `prune` the folders)."""
 
-    Raises AvisInputError for a video the app cannot use and AvisCheckpointError for a model it cannot load.
-    """
-    progress(0.0, "Reading the video")
-    video = probe_upload(video_path)
-    folder = new_run_folder(settings.work_folder)
-    try:
-        return _analyse(video, folder, video_path, source, fps, score_threshold, max_instances, settings, progress)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # a failed run leaves nothing behind
-        raise
+    def __init__(self, settings: AppSettings):
+        self.root = settings.work_folder
+        self.kept, self.seconds = settings.kept_results, settings.result_seconds
+        self._lock = threading.Lock()
+
+    def new(self) -> Path:
+        self.prune()
+        folder = self.root / f"run-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def prune(self) -> None:
+        """Removes the runs past the newest `kept_results` and those older than `result_seconds`."""
+        with self._lock:
+            runs = (
+                sorted(self.root.glob("run-*"), key=lambda path: path.name, reverse=True) if self.root.is_dir() else []
+            )
+            now = time.time()
+            for index, folder in enumerate(runs):
+                finished = any(folder.glob(f"*{RESULTS_SUFFIX}"))
+                too_old = now - folder.stat().st_mtime > self.seconds
+                if too_old or (finished and index >= self.kept):
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _analyse(video, folder, video_path, source, fps, score_threshold, max_instances, settings, progress) -> Analysis:
-    stem = re.sub(r"[^\w-]+", "_", Path(video_path).stem)[:60] or "video"
-    messages = []
-    if video.duration > settings.max_video_seconds + LENGTH_SLACK:
-        messages.append(
-            f"The video is {video.duration:.1f} s long: only its first {settings.max_video_seconds:g} s were analysed."
+class AnalysisService:
+    """The app without its page: `service.analyse(...)` for each visitor's video, with the models, the run folders
+    and the limits of `settings`."""
+
+    def __init__(self, settings: AppSettings):
+        self.settings = settings
+        self.catalog = ModelCatalog(settings)
+        self.runs = RunFolders(settings)
+
+    def analyse(
+        self,
+        video_path: str,
+        model: str,
+        fps: float,
+        score_threshold: float,
+        max_instances: int,
+        progress: ProgressFn,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Analysis:
+        """Probe, trim if too long, run the model, render the overlay and write the results of one video.
+
+        Raises AvisInputError for a video the app cannot use, ModelUnavailable / ModelStillLoading for a model it
+        cannot give, AnalysisCancelled when `cancelled()` turned true.
+        """
+
+        def report(fraction: float, description: str) -> None:
+            if cancelled():
+                raise AnalysisCancelled("The analysis was cancelled.")
+            progress(fraction, description)
+
+        report(0.0, "Reading the video")
+        video = probe_upload(video_path)
+        folder = self.runs.new()
+        try:
+            analysis = self._analyse(
+                video, folder, Path(video_path).stem, model, fps, score_threshold, max_instances, report
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a failed or cancelled run leaves nothing behind
+            raise
+        self.runs.prune()
+        return analysis
+
+    def _analyse(self, video, folder, name, model, fps, score_threshold, max_instances, report) -> Analysis:
+        stem = re.sub(r"[^\w-]+", "_", name)[:60] or "video"
+        messages, limit = [], self.settings.max_video_seconds
+        trimmed = None
+        if video.duration > limit + LENGTH_SLACK:
+            messages.append(f"The video is {video.duration:.1f} s long: only its first {limit:g} s were analysed.")
+            trimmed = folder / f".{stem}_trimmed.mp4"
+            video = trim_video(video, trimmed, limit, _stage(report, 0, 0.1))
+        report(0.1, "Loading the model")
+        loaded = self.catalog.load(model)
+        result = loaded.segmenter(
+            video.path, fps=fps, score_threshold=score_threshold, max_instances=max_instances,
+            progress=_stage(report, 0.1, 0.75),
+        )  # fmt: skip
+        overlay_path, results_path = folder / f"{stem}_avis.mp4", folder / f"{stem}{RESULTS_SUFFIX}"
+        render_overlay(video, result, overlay_path, _stage(report, 0.75, 0.98))
+        write_results_json({1: result}, results_path)
+        if trimmed is not None:
+            trimmed.unlink()  # the results are all a run keeps
+        if not video.has_audio:
+            messages.append("The video has no audio track, so the overlay video has none either.")
+        count = len(result.tracks)
+        headline = (
+            f"**{count} sounding instance{'s' if count != 1 else ''}** in {video.duration:.1f} s of video "
+            f"({result.num_frames} frames sampled at {fps:g} per second)."
         )
-        video = trim_video(video, folder / f"{stem}_trimmed.mp4", settings.max_video_seconds, _stage(progress, 0, 0.1))
-    progress(0.1, "Loading the model")
-    service = inference_service(source)
-    result = service(
-        video.path,
-        fps=fps,
-        score_threshold=score_threshold,
-        max_instances=max_instances,
-        progress=_stage(progress, 0.1, 0.75),
-    )
-    overlay_path, results_path = folder / f"{stem}_avis.mp4", folder / f"{stem}_avis_results.json"
-    render_overlay(video, result, overlay_path, _stage(progress, 0.75, 0.98))
-    write_results_json({1: result}, results_path)
-    if not video.has_audio:
-        messages.append("The video has no audio track, so the overlay video has none either.")
-    count = len(result.tracks)
-    headline = (
-        f"**{count} sounding instance{'s' if count != 1 else ''}** in {video.duration:.1f} s of video "
-        f"({result.num_frames} frames sampled at {fps:g} per second)."
-    )
-    status = "\n".join([headline, *(f"- {line}" for line in [*messages, *result.notes])])
-    return Analysis(
-        overlay_path=overlay_path,
-        results_path=results_path,
-        table=instance_table(result),
-        timeline=timeline_figure(result, video.duration),
-        status=status,
-    )
+        lines = [f"Model: {self.catalog.name(model)}. {loaded.summary}", *messages, *result.notes]
+        return Analysis(
+            overlay_path=overlay_path,
+            results_path=results_path,
+            table=instance_table(result),
+            timeline=timeline_figure(result, video.duration),
+            status="\n".join([headline, *(f"- {line}" for line in lines)]),
+        )
 
 
-def new_run_folder(root: Path) -> Path:
-    """A fresh folder under `root` for one run's files; folders of runs older than RUN_FOLDER_LIFETIME go."""
-    root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob("run-*"):
-        if time.time() - old.stat().st_mtime > RUN_FOLDER_LIFETIME:
-            shutil.rmtree(old, ignore_errors=True)
-    folder = root / f"run-{uuid.uuid4().hex}"
-    folder.mkdir()
-    return folder
+def _stage(progress: ProgressFn, start: float, end: float) -> ProgressFn:
+    """progress for one stage, mapped onto [start, end] of the whole analysis."""
+    return lambda fraction, description: progress(start + (end - start) * fraction, description)
 
 
-def _stage(progress: ProgressFn, start: float, stop: float) -> ProgressFn:
-    """`progress` for one stage that runs from `start` to `stop` of the whole analysis."""
-    return lambda fraction, description: progress(start + (stop - start) * fraction, description)
+__all__ = ["Analysis", "AnalysisCancelled", "AnalysisService", "RunFolders"]

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.layout import build_demo
-from app.pipeline import AppSettings
+from app.settings import AppSettings
 
 
 def free_port() -> int:
@@ -16,9 +16,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(work_folder: Path) -> Iterator[str]:
+def serve_app(work_folder: Path, **settings) -> Iterator[str]:
     """The URL of a running app (never shared) on the embedded default model, closed when the block ends."""
-    demo = build_demo(AppSettings(work_folder=work_folder))
+    demo = build_demo(AppSettings(work_folder=work_folder, **settings))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False)
     try:

@@ -62,7 +62,14 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     assert abs(played["duration"] - 13.0) <= 1.0
     assert (played["width"], played["height"]) == (384, 288)
     assert played["audioBytes"] > 0 and played["played"] > 0.5
-    assert "sounding instance" in page.inner_text("#status")
+    status = page.inner_text("#status")
+    assert "sounding instance" in status
+    # the result names the model that answered, and what it knows
+    assert (
+        "Model: avis-sounding-shapes (the default). A small AVISM trained on synthetic sounding shapes: it knows "
+        "circles, squares, "
+        "triangles and diamonds, not real scenes." in status
+    )
     table_rows = int(page.locator("#instances [role=grid]").get_attribute("aria-rowcount")) - 1  # minus the header
     assert table_rows >= 1
     links = page.locator("#downloads a[download]")
@@ -73,6 +80,14 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     assert all(len(entry["segmentations"]) == 13 for entry in results)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_by_default_the_page_offers_the_default_model_only_and_says_how_to_serve_a_real_avism(page):
+    page.goto(page.app_url)
+    config = page.evaluate("() => window.gradio_config")
+    (model,) = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "model"]
+    assert model["props"]["choices"] == [["Default model", "Default model"]]
+    assert "Local folder" not in page.content() and "python -m conversion.convert_avism" in page.content()
 
 
 def test_corrupt_upload_shows_its_error_in_the_page(page, tmp_path):

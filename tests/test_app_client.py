@@ -1,15 +1,17 @@
 """The app served in-process on 127.0.0.1 and driven through its API with gradio_client, end to end."""
 
 import json
+import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app.layout import EXAMPLE_FOLDER, build_demo
-from app.pipeline import AppSettings
+from app.settings import AppSettings
 from modeling_avis.tracks import decode_mask
 from training.evaluation import evaluate_predictions
 
@@ -29,7 +31,7 @@ def client(tmp_path_factory):
 
 def test_example_runs_end_to_end_to_a_playable_overlay_and_results_json(client):
     video, status, table, timeline, downloads = client.predict(
-        handle_file(str(EXAMPLE)), "Embedded default", "", 1, 0.5, 10, api_name="/analyse"
+        handle_file(str(EXAMPLE)), "Default model", 1, 0.5, 10, api_name="/analyse"
     )
     overlay = stream_summary(Path(video))
     assert overlay["video"]["codec"] == "h264" and overlay["video"]["pix_fmt"] == "yuv420p"
@@ -66,15 +68,43 @@ def test_corrupt_upload_is_answered_with_a_one_line_message(client, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     with pytest.raises(AppError) as caught:
-        client.predict(handle_file(str(corrupt)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse")
+        client.predict(handle_file(str(corrupt)), "Default model", 1, 0.3, 10, api_name="/analyse")
     message = caught.value.message
     assert message.startswith("corrupt.mp4: not a video FFmpeg can read") and "\n" not in message
 
 
-def test_a_bad_model_folder_is_answered_with_a_one_line_message(client, tmp_path):
-    with pytest.raises(AppError) as caught:
-        client.predict(handle_file(str(EXAMPLE)), "Local folder", str(tmp_path), 1, 0.3, 10, api_name="/analyse")
-    assert caught.value.message == f"{tmp_path} has no config.json: give a folder written by save_pretrained"
+def test_any_model_but_the_offered_ones_gets_one_answer_that_says_nothing_of_the_servers_files(client, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "avis"}')
+    answers = set()
+    for model in (str(tmp_path / "model"), str(tmp_path / "missing"), "/etc/passwd", "owner/avism-r50", "../models"):
+        with pytest.raises(AppError) as caught:
+            client.predict(handle_file(str(EXAMPLE)), model, 1, 0.3, 10, api_name="/analyse")
+        answers.add(caught.value.message)
+    assert answers == {"This model is not available on this server."}
+
+
+def test_a_request_naming_a_file_of_the_servers_gets_one_failure_for_an_existing_and_a_missing_one(client, tmp_path):
+    # Raw requests: gradio_client would upload a local file it is given. The server takes uploads only.
+    own = tmp_path / "private.mp4"
+    own.write_bytes(EXAMPLE.read_bytes())
+    answers = [raw_analysis(client.src, str(path)) for path in (own, tmp_path / "missing.mp4")]
+    assert answers[0] == answers[1] == {"success": False, "output": {"error": None}, "title": "Error"}
+
+
+def raw_analysis(url: str, video_path: str) -> dict:
+    """The final message of an /analyse request whose video names `video_path` on the server."""
+    config = httpx.get(url + "config", timeout=10).json()
+    fn_index = next(index for index, fn in enumerate(config["dependencies"]) if fn.get("api_name") == "analyse")
+    prefix, session = config.get("api_prefix", "/gradio_api"), uuid.uuid4().hex
+    video = {"path": video_path, "meta": {"_type": "gradio.FileData"}}
+    body = {"data": [video, "Default model", 1, 0.6, 10], "fn_index": fn_index, "session_hash": session}
+    httpx.post(f"{url.rstrip('/')}{prefix}/queue/join", json=body, timeout=10).raise_for_status()
+    with httpx.stream("GET", f"{url.rstrip('/')}{prefix}/queue/data?session_hash={session}", timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:") and (message := json.loads(line[5:])).get("msg") == "process_completed":
+                return {key: message.get(key) for key in ("success", "output", "title")}
+    raise AssertionError("no final message")
 
 
 def test_analyses_run_through_a_queue_with_the_configured_limits(tmp_path):
@@ -84,11 +114,11 @@ def test_analyses_run_through_a_queue_with_the_configured_limits(tmp_path):
 
 
 def test_an_unexpected_failure_shows_one_generic_line_and_no_traceback(client, monkeypatch, caplog):
-    def broken_service(source):
+    def broken_render(*args, **kwargs):
         raise RuntimeError("internal detail that must stay in the server log")
 
-    monkeypatch.setattr("app.pipeline.inference_service", broken_service)
+    monkeypatch.setattr("app.pipeline.render_overlay", broken_render)
     with pytest.raises(AppError) as caught:
-        client.predict(handle_file(str(EXAMPLE)), "Embedded default", "", 1, 0.3, 10, api_name="/analyse")
+        client.predict(handle_file(str(EXAMPLE)), "Default model", 1, 0.3, 10, api_name="/analyse")
     assert caught.value.message == "Something went wrong while analysing this video; the server log has the details."
     assert "internal detail" in caplog.text

@@ -11,17 +11,29 @@ from pathlib import Path
 import pytest
 
 from app.cli import parse_args
+from app.settings import settings_from
 
 from .app_server import free_port
 
 ROOT = Path(__file__).parents[1]
 
 
-def test_command_line_flags_set_port_host_length_limit_and_concurrency():
-    args = parse_args(["--port", "7999", "--host", "0.0.0.0", "--max-seconds", "30", "--concurrency", "2"])
-    assert (args.port, args.host, args.max_seconds, args.concurrency) == (7999, "0.0.0.0", 30.0, 2)
-    defaults = parse_args([])
-    assert (defaults.port, defaults.host) == (None, None)  # gradio then reads GRADIO_SERVER_PORT / _NAME
+def test_every_setting_is_a_flag_or_a_variable_with_safe_defaults(monkeypatch, tmp_path):
+    args = parse_args(["--port", "7999", "--host", "0.0.0.0", "--max-video-seconds", "30", "--concurrency-limit", "2"])
+    assert (args.port, args.host) == (7999, "0.0.0.0")
+    settings = settings_from(args)
+    assert (settings.max_video_seconds, settings.concurrency_limit) == (30.0, 2)
+    defaults = settings_from(parse_args([]))
+    assert (defaults.local_models, defaults.hub_models) == (None, ())  # a visitor gets the default model only
+    assert (defaults.max_video_seconds, defaults.concurrency_limit, defaults.queue_size) == (60.0, 1, 16)
+    assert (defaults.kept_results, defaults.result_seconds) == (8, 1800)
+    monkeypatch.setenv("AVIS_HUB_MODELS", "owner/a, owner/b")
+    monkeypatch.setenv("AVIS_LOCAL_MODELS", str(tmp_path))
+    monkeypatch.setenv("AVIS_DEFAULT_MODEL", "owner/a")
+    from_environment = settings_from(parse_args([]))
+    assert from_environment.hub_models == ("owner/a", "owner/b") and from_environment.local_models == tmp_path
+    assert from_environment.default_model == "owner/a"
+    assert settings_from(parse_args(["--max-video-seconds", "5"])).max_video_seconds == 5.0  # the flag first
 
 
 def test_python_app_py_serves_the_page_on_the_port_from_the_environment(tmp_path):

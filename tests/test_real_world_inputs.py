@@ -19,8 +19,9 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
-from app.inference import ModelSource
-from app.pipeline import AppSettings, analyse_video
+from app.models import DEFAULT_CHOICE
+from app.pipeline import AnalysisService
+from app.settings import AppSettings
 from conversion import convert_avism, convert_vggish
 from modeling_avis import AvisImageProcessor, AvisModel, AvisProcessor, save_model_folder
 from modeling_avis.__main__ import main as predict_main
@@ -491,10 +492,10 @@ def test_the_app_answers_every_video_with_results_or_one_line(name, tmp_path):
     case = MEDIA_CASES[name]
     error = APP_ERRORS.get(name, case.error)
     video = case.make(tmp_path)[1]
-    settings = AppSettings(max_video_seconds=APP_SETTINGS_SECONDS, work_folder=tmp_path / "runs")
+    service = AnalysisService(AppSettings(max_video_seconds=APP_SETTINGS_SECONDS, work_folder=tmp_path / "runs"))
     start = time.monotonic()
     try:
-        analysis = analyse_video(video, ModelSource("embedded"), 1.0, 0.6, 10, settings, lambda fraction, stage: None)
+        analysis = service.analyse(video, DEFAULT_CHOICE, 1.0, 0.6, 10, lambda fraction, stage: None)
     except AvisError as raised:
         assert error is not None and error in str(raised) and "\n" not in str(raised)
         assert not list((tmp_path / "runs").rglob("*"))  # a failed run leaves nothing

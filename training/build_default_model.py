@@ -136,6 +136,9 @@ tags: [audio-visual-instance-segmentation, avism, synthetic]
 
 # AVISM on sounding shapes (the repository's default model)
 
+A small AVISM trained on synthetic sounding shapes: it knows circles, squares, triangles and diamonds, not real
+scenes.
+
 **What it is.** A small AVISM ({num_parameters / 1e6:.2f} M parameters: a 4-stage ResNet, every module at
 width 64, a quarter-width VGGish trained with the rest) trained from scratch on the CPU, in
 {train_seconds / 60:.0f} minutes ({steps} steps of 4 clips of 5 frames), on *sounding shapes*: synthetic 96 x 128
