@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 
 from .layout import build_demo
 from .settings import add_arguments, settings_from
@@ -15,8 +16,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Seconds between the heartbeats by which gradio notices a visitor has left (and stops their analysis): its default 15.
+HEARTBEAT_SECONDS = "2"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", HEARTBEAT_SECONDS)
     # the app's own lines (each analysis's start and end, refused models, failures) in the server's log
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))

@@ -91,15 +91,20 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
         session = request.session_hash or ""
 
         def work():
-            started = time.monotonic()
-            logger.info("analysis of %s started at %.3f", Path(video_path).name, started)
+            name, outcome = Path(video_path).name, "failed"
+            logger.info("analysis of %s started at %.3f", name, time.monotonic())
             try:
-                return service.analyse(
+                analysis = service.analyse(
                     video_path, model, float(fps), float(score_threshold), int(max_instances),
                     lambda fraction, description: progress(fraction, desc=description), cancelled.is_set,
                 )  # fmt: skip
+                outcome = "done"
+                return analysis
+            except AnalysisCancelled:
+                outcome = "cancelled"
+                raise
             finally:
-                logger.info("analysis of %s ended at %.3f", Path(video_path).name, time.monotonic())
+                logger.info("analysis of %s ended at %.3f (%s)", name, time.monotonic(), outcome)
 
         try:
             with slots.tracking(session, cancelled):
@@ -161,6 +166,7 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
                         step=1,
                         label="Frames per second",
                         info="AVISM was trained on 1 frame per second",
+                        elem_id="fps",
                     )
                     score_threshold = gr.Slider(
                         0.05,

@@ -1,11 +1,14 @@
 """The page in a real headless Chromium (Debian's `chromium`, as CI installs it), driven with playwright."""
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
 
 from app.layout import EXAMPLE_FOLDER
 
+from .app_media import write_video
 from .app_server import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,6 +91,30 @@ def test_by_default_the_page_offers_the_default_model_only_and_says_how_to_serve
     (model,) = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "model"]
     assert model["props"]["choices"] == [["Default model", "Default model"]]
     assert "Local folder" not in page.content() and "python -m conversion.convert_avism" in page.content()
+
+
+def test_leaving_the_page_stops_its_analysis_within_seconds(page, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "1")  # as app.py sets it (2 s)
+    long = write_video(tmp_path / "left_behind.mp4", width=320, height=240, fps=24, num_frames=672)
+    caplog.set_level(logging.INFO, logger="app")
+    visitor = page.context.browser.new_page()
+    visitor.goto(page.app_url)
+    visitor.locator("#input-video input[type=file]").set_input_files(str(long))
+    visitor.locator("#input-video video").wait_for(state="attached")
+    visitor.locator("#fps input[type=number]").fill("10")
+    visitor.locator("#fps input[type=number]").press("Enter")
+    visitor.click("#run-button")
+    deadline = time.monotonic() + 60
+    while "analysis of left_behind.mp4 started" not in caplog.text:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    visitor.close()
+    left = time.monotonic()
+    while "analysis of left_behind.mp4 ended" not in caplog.text:
+        assert time.monotonic() - left < 10, "the analysis went on after the visitor left"
+        time.sleep(0.1)
+    assert time.monotonic() - left < 6 and "(cancelled)" in caplog.text
 
 
 def test_corrupt_upload_shows_its_error_in_the_page(page, tmp_path):

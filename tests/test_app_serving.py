@@ -99,10 +99,10 @@ def cancel_after_it_starts(job, log: Path, name: str) -> float:
 
 
 def analyses_in_the_log(log: Path) -> list[tuple[str, float, float]]:
-    """(video name, start, end) of every analysis the server logged, in order."""
+    """(video name, start, end, outcome) of every analysis the server logged, in order."""
     starts = dict(re.findall(r"analysis of (\S+) started at ([\d.]+)", log.read_text()))
-    ends = re.findall(r"analysis of (\S+) ended at ([\d.]+)", log.read_text())
-    return [(name, float(starts[name]), float(end)) for name, end in ends]
+    ends = re.findall(r"analysis of (\S+) ended at ([\d.]+) \((\w+)\)", log.read_text())
+    return [(name, float(starts[name]), float(end), outcome) for name, end, outcome in ends]
 
 
 def test_a_short_video_with_an_hour_of_sound_is_cut_to_the_cap_in_both_streams_in_bounded_memory(server, tmp_path):
@@ -124,8 +124,8 @@ def test_a_cancelled_analysis_stops_within_seconds_and_the_next_never_runs_besid
     before = cpu_seconds(process)
     time.sleep(3)
     assert cpu_seconds(process) - before < 0.5  # idle 5 s after the cancel
-    (first, first_start, first_end), (second, second_start, _) = analyses_in_the_log(server["log"])[-2:]
-    assert (first, second) == ("long_job.mp4", "shapes_duet.mp4")
+    (first, _, first_end, outcome), (second, second_start, _, _) = analyses_in_the_log(server["log"])[-2:]
+    assert (first, outcome, second) == ("long_job.mp4", "cancelled", "shapes_duet.mp4")
     assert first_end - at < 5 and first_end <= second_start
 
 
