@@ -1,145 +1,273 @@
-"""Throughput and peak memory of AVISM inference on long videos: the full-size R50 preset with random weights.
+"""What a user's run of a long video costs: the command line's path, from a video file to its overlay and results.
 
-    python benchmarks/bench_inference.py                       # T = 18, 36, 60, 120, 600, streaming
-    python benchmarks/bench_inference.py --frames 18 36 --one-shot
+    python benchmarks/bench_inference.py                                   # T = 60 and 600, 10 and all kept
+    python benchmarks/bench_inference.py --frames 36 --kept 10 --dtype float32 bfloat16
 
-Each video length runs in a fresh process (so each peak RSS is its own: `ru_maxrss` of that child, from wait4) on 2
-CPU threads, with glibc's malloc tuned as the command line tunes it (`--plain-malloc` leaves it). A video is 360x640
-frames, padded to 384x640 as the processor pads them, with 128-d audio features; the frames are made chunk by chunk,
-so no video is ever held whole. The time covers everything after the model is built: both passes of
-`AvisVideoSegmenter.outputs` (frames encoded one per thread, see `encode_video`) and the processor's
-post-processing with the RLE encoding of the masks, as the command line runs them. `--one-shot` also times the
-straightforward path (`AvisModel.forward` on the whole video with 2 torch threads in the config's 18-frame chunks,
-then the same post-processing). The machine's load average is printed with each row: other processes
-may share its cores.
+Each run is `python -m modeling_avis predict VIDEO --out overlay.mp4 --json results.json --threads 2` as the command
+line runs it (glibc's malloc tuned, one frame per worker thread), in a fresh process whose peak RSS is its own
+(`ru_maxrss` from wait4), on a generated 360x640 video of T seconds (5 fps, with sound) sampled at 1 fps: T frames
+through both passes, the masks of the kept instances to RLE, the overlay of every source frame, the results JSON.
 
-The original's numbers are issue 8's: AVISM's own code on this kind of machine, 2 threads, the same model and frames.
+The model is the full-size R50 preset (with its VGGish audio encoder) with random weights drawn by the reference
+fixtures' rules (`draw_weights`): its scores spread as a trained model's do, so that it keeps instances (about 95
+of the 100 candidates above 0.3 on these videos). `--kept 10` keeps the CLI's usual 10 (`--max-instances 10`),
+`--kept all` every instance above the threshold.
+
+Printed per run: instances kept, frames/s over the whole command (model loading excluded), the time of each stage
+(both passes with the post-processing, the overlay, the JSON), peak RSS, the RLE bytes of the results, and the peak
+of temporary disk (every file the run holds open in its own temporary folder, sampled every 0.2 s: the mask-feature
+spill and the RLE store). No figure of the original is here: `../shared/tools/original-harness` runs it beside us.
+The machine's load average is printed with each row: other processes may share its cores.
 """
 
 import argparse
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# frames/s and peak RSS (GB) of the original AVISM, as measured for issue 8 (600: +35 MB a frame from 120)
-ORIGINAL_FPS = {18: 0.50, 36: 0.47}
-ORIGINAL_RSS_GB = {18: 6.05, 60: 7.70, 120: 9.82, 600: 9.82 + 480 * 0.035}
-IMAGE_SIZE, PADDED_SIZE = (360, 640), (384, 640)
+IMAGE_SIZE = (360, 640)
+SOURCE_FPS = 5
 HEADER = (
-    "| T    | path      | fps    | vs orig. | RSS GB | vs orig. | seconds | CPU s   | sys s  | kept | load before / after |\n"
-    "|------|-----------|--------|----------|--------|----------|---------|---------|--------|------|---------------------|"
+    "| T | dtype | kept | frames/s | segment s | overlay s | JSON s | peak RSS GB | RLE MB | temp disk GB | load |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
-def child(frames: int, one_shot: bool, threads: int, tune_allocator: bool) -> dict:
-    """Runs one video length in this process and returns its measurements."""
+def draw_weights(model, seed: int = 0) -> None:
+    """Every float tensor of `model`'s state dict drawn from one generator, in state-dict order, by the reference
+    fixtures' rules (`../shared/fixtures/README.md`): frozen batch-norm weight and variance U(0.6, 1.4), bias and mean
+    N(0, 0.1); layer/group-norm weight 1 + N(0, 0.1), bias N(0, 0.1); embeddings and the pixel decoder's level
+    embedding N(0, 1); other tensors of 2+ dimensions N(0, 1/sqrt(fan_in)), class heads x4; other 1-d N(0, 0.05)."""
     import torch
+    from torch import nn
 
+    from modeling_avis.backbone_avis import AvisFrozenBatchNorm2d
+
+    generator = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            owner_name, _, attribute = key.rpartition(".")
+            owner, shape = modules[owner_name], tensor.shape
+            if not tensor.is_floating_point():
+                continue
+            if isinstance(owner, AvisFrozenBatchNorm2d):
+                if attribute in ("weight", "running_var"):
+                    value = torch.rand(shape, generator=generator) * 0.8 + 0.6
+                else:
+                    value = torch.randn(shape, generator=generator) * 0.1
+            elif isinstance(owner, nn.LayerNorm | nn.GroupNorm):
+                value = torch.randn(shape, generator=generator) * 0.1 + (1.0 if attribute == "weight" else 0.0)
+            elif isinstance(owner, nn.Embedding) or key == "pixel_decoder.level_embed":
+                value = torch.randn(shape, generator=generator)
+            elif tensor.dim() >= 2:
+                value = torch.randn(shape, generator=generator) / math.sqrt(math.prod(shape[1:]))
+                if owner_name.endswith("class_predictor") and attribute == "weight":
+                    value = value * 4.0
+            else:
+                value = torch.randn(shape, generator=generator) * 0.05
+            tensor.copy_(value)
+
+
+def make_model_folder(folder: Path) -> Path:
+    """The full-size R50 preset with a VGGish audio encoder and drawn weights, saved as the command line loads it."""
+    if (folder / "config.json").is_file():
+        return folder
     sys.path.insert(0, str(ROOT))
-    from modeling_avis import AvisConfig, AvisModel, AvisProcessor, AvisVideoMetadata
-    from modeling_avis.__main__ import reuse_freed_memory
+    from modeling_avis import AvisConfig, AvisModel, AvisProcessor, AvisVggishConfig
+    from modeling_avis.pipeline_avis import save_model_folder
+
+    model = AvisModel(AvisConfig.from_preset("r50_imagenet", audio_config=AvisVggishConfig())).eval()
+    draw_weights(model)
+    save_model_folder(folder, model, AvisProcessor.for_model(model.config))
+    return folder
+
+
+def make_video(path: Path, seconds: int) -> Path:
+    """A 360x640 video of `seconds` at SOURCE_FPS with stereo sound: smooth random colour fields that drift from one
+    second's to the next (as the harness's frames, but moving), and noise for sound."""
+    if path.is_file():
+        return path
+    import av
+    import numpy as np
+    import torch
+    from torch.nn import functional as F
+
+    generator = torch.Generator().manual_seed(seconds)
+    height, width = IMAGE_SIZE
+
+    def field() -> torch.Tensor:
+        coarse = torch.rand(1, 3, height // 40 + 2, width // 40 + 2, generator=generator) * 255
+        return F.interpolate(coarse, size=IMAGE_SIZE, mode="bicubic", align_corners=False)[0]
+
+    partial = path.with_suffix(".partial.mp4")
+    with av.open(str(partial), "w") as container:
+        video = container.add_stream("libx264", rate=SOURCE_FPS, options={"crf": "23", "preset": "veryfast"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=44100, layout="stereo")
+        current, following = field(), field()
+        for index in range(seconds * SOURCE_FPS):
+            step = index % SOURCE_FPS
+            if index and not step:
+                current, following = following, field()
+            image = current + (following - current) * (step / SOURCE_FPS)
+            rgb = image.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+        container.mux(video.encode())
+        samples = np.random.default_rng(seconds).normal(0, 0.1, (2, 44100)).astype(np.float32)
+        for second in range(seconds):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 44100, second * 44100
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    partial.rename(path)
+    return path
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One run of the command line's predict, stage by stage as `modeling_avis.__main__.predict` calls them."""
+    sys.path.insert(0, str(ROOT))
+    from transformers.utils import logging as transformers_logging
+
+    from modeling_avis.__main__ import DTYPES, reuse_freed_memory
     from modeling_avis.inference_avis import AvisVideoSegmenter
+    from modeling_avis.results import write_results_json
+    from modeling_avis.video_io import probe_video
+    from modeling_avis.visualization import render_overlay
 
-    if tune_allocator:
-        reuse_freed_memory()  # as the command line does
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = AvisModel(AvisConfig.from_preset("r50_imagenet")).eval()
-    config = model.config
-    processor = AvisProcessor.for_model(config)
-    segmenter = AvisVideoSegmenter(model, processor, cpu_threads=threads)
-    chunk = config.frame_chunk_size if one_shot else segmenter.frame_chunk_size
-
-    def video_chunks():
-        generator = torch.Generator().manual_seed(1)
-        for start in range(0, frames, chunk):
-            count = min(chunk, frames - start)
-            pixel_values = torch.zeros(count, 3, *PADDED_SIZE)
-            pixel_values[:, :, : IMAGE_SIZE[0], : IMAGE_SIZE[1]] = torch.randn(
-                count, 3, *IMAGE_SIZE, generator=generator
-            )
-            yield {"pixel_values": pixel_values, "audio_features": torch.randn(count, 128, generator=generator)}
-
-    metadata = AvisVideoMetadata([float(k) for k in range(frames)], IMAGE_SIZE, IMAGE_SIZE, PADDED_SIZE)
+    transformers_logging.disable_progress_bar()
+    reuse_freed_memory()
+    segmenter = AvisVideoSegmenter.from_pretrained(args.model, "cpu", DTYPES[args.dtype], cpu_threads=args.threads)
+    out = Path(args.out)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    if one_shot:
-        with torch.inference_mode():
-            parts = list(video_chunks())
-            pixel_values = torch.cat([part["pixel_values"] for part in parts])[None]
-            audio = torch.cat([part["audio_features"] for part in parts])[None]
-            del parts
-            outputs = model(pixel_values, audio)
-            (result,) = processor.post_process_video_instance_segmentation(outputs, [metadata], config.id2label)
-    else:
-        with segmenter.outputs(video_chunks()) as outputs:
-            (result,) = processor.post_process_video_instance_segmentation(outputs, [metadata], config.id2label)
-    seconds = time.perf_counter() - start
+    result = segmenter(args.video, fps=1.0, max_instances=None if args.kept == "all" else int(args.kept))
+    segmented = time.perf_counter()
+    render_overlay(probe_video(args.video), result, out / "overlay.mp4")
+    rendered = time.perf_counter()
+    write_results_json({1: result}, out / "results.json")
+    written = time.perf_counter()
+    stores = {id(track.segmentations.store): track.segmentations.store for track in result.tracks}
     return {
-        "frames": frames,
-        "mode": "one-shot" if one_shot else "streaming",
-        "seconds": seconds,
-        "fps": frames / seconds,
+        "frames": result.num_frames,
+        "dtype": args.dtype,
         "kept": len(result.tracks),
+        "seconds": written - start,
+        "segment_seconds": segmented - start,
+        "overlay_seconds": rendered - segmented,
+        "json_seconds": written - rendered,
+        "rle_bytes": sum(store.nbytes for store in stores.values()),
+        "json_bytes": (out / "results.json").stat().st_size,
         "load": (load_before, os.getloadavg()[0]),
     }
 
 
-def run_child(frames: int, one_shot: bool, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", "--frames", str(frames), "--threads", str(args.threads)]
-    command += (["--one-shot"] if one_shot else []) + (["--plain-malloc"] if args.plain_malloc else [])
-    environment = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if args.passive_wait else {})}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"the run with {frames} frames failed (status {status})")
-    measured = json.loads(output.strip().splitlines()[-1])
-    measured["rss_gb"] = usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
-    measured["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    measured["system_seconds"] = usage.ru_stime
-    return measured
+class TemporaryDiskWatch:
+    """The peak bytes of the files a process holds open under `folder` (anonymous temporary files included),
+    sampled from /proc every 0.2 s until stopped."""
+
+    def __init__(self, pid: int, folder: Path):
+        self.pid, self.folder, self.peak = pid, str(folder), 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        fds = Path(f"/proc/{self.pid}/fd")
+        while not self._stop.wait(0.2):
+            total = 0
+            try:
+                for fd in fds.iterdir():
+                    try:
+                        if os.readlink(fd).startswith(self.folder):
+                            total += os.stat(fd).st_blocks * 512
+                    except OSError:
+                        continue
+            except OSError:
+                return
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_child(video: Path, model: Path, frames: int, dtype: str, kept: str, args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="avis_bench_"))
+    temporary = work / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, __file__, "--child", "--video", str(video), "--model", str(model), "--out", str(work),
+               "--dtype", dtype, "--kept", kept, "--threads", str(args.threads)]  # fmt: skip
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporary)}
+        )
+        watch = TemporaryDiskWatch(process.pid, temporary)
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        temporary_peak = watch.stop()
+        if status != 0:
+            raise SystemExit(f"the run of T={frames} ({dtype}, kept {kept}) failed (status {status})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    row = json.loads(output.strip().splitlines()[-1])
+    row.update(rss_gb=usage.ru_maxrss * 1024 / 1e9, temporary_disk_bytes=temporary_peak, asked_kept=kept)
+    return row
 
 
 def format_row(row: dict) -> str:
-    frames = row["frames"]
-    fps_ratio = f"{row['fps'] / ORIGINAL_FPS[frames]:.2f}x" if frames in ORIGINAL_FPS else "-"
-    rss_ratio = f"{row['rss_gb'] / ORIGINAL_RSS_GB[frames]:.2f}x" if frames in ORIGINAL_RSS_GB else "-"
     return (
-        f"| {frames:>4} | {row['mode']:<9} | {row['fps']:6.3f} | {fps_ratio:>8} | {row['rss_gb']:6.2f} | "
-        f"{rss_ratio:>8} | {row['seconds']:7.1f} | {row['cpu_seconds']:7.1f} | {row['system_seconds']:6.1f} | "
-        f"{row['kept']:>4} | {row['load'][0]:.2f} / {row['load'][1]:.2f}         |"
+        f"| {row['frames']} | {row['dtype']} | {row['kept']} | {row['frames'] / row['seconds']:.3f} | "
+        f"{row['segment_seconds']:.1f} | {row['overlay_seconds']:.1f} | {row['json_seconds']:.1f} | "
+        f"{row['rss_gb']:.2f} | {row['rle_bytes'] / 1e6:.1f} | {row['temporary_disk_bytes'] / 1e9:.2f} | "
+        f"{row['load'][0]:.2f} / {row['load'][1]:.2f} |"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[18, 36, 60, 120, 600])
-    parser.add_argument("--one-shot", action="store_true", help="also time the one-shot path (T <= 60)")
+    parser.add_argument("--frames", type=int, nargs="+", default=[60, 600], help="video lengths in seconds (= frames)")
+    parser.add_argument("--kept", nargs="+", default=["10", "all"], help="instances kept: a number, or all")
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--plain-malloc", action="store_true", help="leave glibc's malloc settings as they are")
-    parser.add_argument(
-        "--passive-wait", action="store_true", help="OMP_WAIT_POLICY=PASSIVE: idle threads sleep rather than spin"
-    )
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "avis_bench_cache",
+                        help="where the generated model folder and videos are kept between runs")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write every row here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--video", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.frames[0], args.one_shot, args.threads, not args.plain_malloc)))
+        args.kept, args.dtype = args.kept[0], args.dtype[0]
+        print(json.dumps(child(args)))
         return
-    malloc = "plain" if args.plain_malloc else "tuned"
-    wait = "passive" if args.passive_wait else "default"
+    args.cache.mkdir(parents=True, exist_ok=True)
+    model = make_model_folder(args.cache / "r50_drawn_weights")
     print(
-        f"full-size R50 (random weights), {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} frames padded to {PADDED_SIZE[0]}x"
-        f"{PADDED_SIZE[1]}, {args.threads} threads, {os.cpu_count()} CPUs, malloc {malloc}, OMP wait {wait}"
+        f"full-size R50 (drawn weights), {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} video at {SOURCE_FPS} fps sampled at 1 fps, "
+        f"{args.threads} threads, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}",
+        flush=True,
     )
-    print(HEADER)
+    print(HEADER, flush=True)
+    rows = []
     for frames in args.frames:
-        for one_shot in [False, True] if args.one_shot and frames <= 60 else [False]:
-            print(format_row(run_child(frames, one_shot, args)), flush=True)
+        video = make_video(args.cache / f"video_{frames}s.mp4", frames)
+        for dtype in args.dtype:
+            for kept in args.kept:
+                rows.append(run_child(video, model, frames, dtype, kept, args))
+                print(format_row(rows[-1]), flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

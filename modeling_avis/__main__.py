@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .entry_point import BAD_INPUT, OneLineArgumentParser, run_command
 from .errors import AvisError, AvisInputError, AvisUsageError, one_line
-from .inference_avis import AvisVideoSegmenter
+from .inference_avis import DEFAULT_DISK_BUDGET, AvisVideoSegmenter
 from .outputs import check_output_file, write_text_atomically
 from .results import track_summary, write_results_json
 from .tracks import AvisVideoResult
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         "or float16 (CUDA) (default: float32)",
     )
     predict.add_argument("--threads", type=_positive_int, help="CPU cores to use (default: torch's thread count)")
+    predict.add_argument(
+        "--disk-budget",
+        type=_non_negative_float,
+        default=DEFAULT_DISK_BUDGET / 2**30,
+        metavar="GB",
+        help="temporary disk for a long video's mask features; beyond it they are computed again, at the cost of "
+        f"running most of the model three times for those frames (default: {DEFAULT_DISK_BUDGET / 2**30:g} GB)",
+    )
     return parser
 
 
@@ -86,7 +94,11 @@ def predict(args: argparse.Namespace) -> int:
     _check_outputs(args, folder_mode)
     reuse_freed_memory()
     segmenter = AvisVideoSegmenter.from_pretrained(
-        args.model or default_model(), args.device, DTYPES[args.dtype], cpu_threads=args.threads
+        args.model or default_model(),
+        args.device,
+        DTYPES[args.dtype],
+        cpu_threads=args.threads,
+        disk_budget=int(args.disk_budget * 2**30),
     )
     if folder_mode and args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -146,16 +158,19 @@ def default_model() -> str:
 def reuse_freed_memory() -> None:
     """Makes glibc keep freed memory for reuse instead of returning it to the system at once.
 
-    Inference frees and reallocates tensors of tens to hundreds of MB for every chunk of frames; by default glibc
-    maps each afresh and the kernel zero-fills it page by page (the original spends as much time in the kernel as in
-    its own code). Kept in the heap, they are reused: about 8 % less time at 2-frame chunks, RSS within 3 %. It
-    changes the whole process, so the command line does it, not the library. A no-op without glibc.
+    Inference frees and reallocates tensors of up to tens of MB for every frame; by default glibc maps each afresh
+    and the kernel zero-fills it page by page (the original spends as much time in the kernel as in its own code).
+    Kept in the heap, they are reused: about 8 % less time at 2-frame chunks. Blocks of 64 MB and more (the
+    mask-feature store's, the post-processing's) are still mapped and returned when freed: kept, the memory each
+    stage leaves behind added up, to 3.02 GB at the peak of a 150-frame video whose features are partly computed
+    again, against 2.54 GB so. It changes the whole process, so the command line does it, not the library. A no-op
+    without glibc.
     """
     library = ctypes.util.find_library("c")
     libc = ctypes.CDLL(library) if library else None
     if libc is not None and hasattr(libc, "mallopt"):
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_mmap_threshold, 64 << 20)
         libc.mallopt(m_trim_threshold, 1 << 30)
 
 
@@ -201,24 +216,27 @@ def _list_videos(path: Path) -> list[Path]:
     return videos
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, accepted, requirement: str) -> float:
+    """`text` as a float where `accepted(value)`, else an argparse error saying it `requirement`."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    if not accepted(value):
+        raise argparse.ArgumentTypeError(f"{requirement}, not {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, lambda value: value > 0, "must be positive")
 
 
 def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (scores are probabilities), not {text}")
-    return value
+    return _number(text, lambda value: 0 <= value < 1, "must be at least 0 and below 1 (scores are probabilities)")
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, lambda value: value >= 0, "must be 0 or more")
 
 
 def _positive_int(text: str) -> int:

@@ -10,6 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.integrations import use_kernel_forward_from_hub
 
+from .fused_layers import AvisLinear
+
 
 @use_kernel_forward_from_hub("MultiScaleDeformableAttention")
 class MultiScaleDeformableAttention(nn.Module):
@@ -102,10 +104,10 @@ class AvisMultiscaleDeformableAttention(nn.Module):
         self.num_heads = num_heads
         self.n_levels = n_levels
         self.n_points = n_points
-        self.sampling_offsets = nn.Linear(embed_dim, num_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(embed_dim, num_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(embed_dim, embed_dim)
-        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.sampling_offsets = AvisLinear(embed_dim, num_heads * n_levels * n_points * 2)
+        self.attention_weights = AvisLinear(embed_dim, num_heads * n_levels * n_points)
+        self.value_proj = AvisLinear(embed_dim, embed_dim)
+        self.output_proj = AvisLinear(embed_dim, embed_dim)
         self.attn = MultiScaleDeformableAttention()
 
     def forward(

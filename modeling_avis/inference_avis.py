@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import AvisCheckpointError
+from .errors import AvisCheckpointError, AvisInputError
 from .loading import load_model, load_processor
 from .modeling_avis import AvisModel, AvisModelOutput
 from .processing_avis import AvisProcessor
@@ -39,9 +39,12 @@ from .video_io import ProgressFn
 # chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
 # page-faulted in afresh for every chunk.
 CPU_FRAME_CHUNK = 1
-# Mask features held in memory before the store spills to disk: 512 MiB is 34 frames at 360p (15.7 MB a frame).
+# Mask features held in memory before the store spills to disk: 256 MiB is 17 frames at 360p (15.7 MB a frame).
 # The spilled frames are read back twice, at disk or page-cache speed: a few ms a frame, against ~1 s to encode one.
-DEFAULT_MEMORY_BUDGET = 1 << 29
+DEFAULT_MEMORY_BUDGET = 1 << 28
+# Mask features written to disk before the rest are computed again when read (twice: to score, then to draw): 1 GiB
+# is 68 more frames at 360p; a video of any length needs no more than that of temporary disk.
+DEFAULT_DISK_BUDGET = 1 << 30
 # Frames per block of `AvisFrameBlocks`: 16 frames of mask features at 360p are 250 MB, 64 frames of frame queries 6.5 MB.
 MASK_FEATURE_BLOCK_FRAMES, QUERY_BLOCK_FRAMES = 16, 64
 
@@ -100,24 +103,35 @@ class AvisFrameBlocks:
 class AvisMaskFeatureStore:
     """The clip-level mask features of a video's frames between the two inference passes.
 
-    Frames are appended in order; the first ones are kept in memory up to `memory_budget` bytes, the rest are
-    written to a temporary file in `directory` (the system's default when None) and read back with the same values.
-    It reads as a frame sequence: `len(store)` frames, `store[start:stop]` -> (t, C, h, w) on the device and in the
-    dtype they came in.
+    Frames are appended in order: the first ones are kept in memory up to `memory_budget` bytes, the next ones are
+    written to a temporary file in `directory` (the system's default when None) up to `disk_budget` bytes, and the
+    rest are not kept: `recompute(start, stop)` makes their features again when they are read (None: no bound on
+    the file). It reads as a frame sequence: `len(store)` frames, `store[start:stop]` -> (t, C, h, w) on the device
+    and in the dtype they came in, the same values whichever way each frame was kept.
     """
 
-    def __init__(self, memory_budget: int = DEFAULT_MEMORY_BUDGET, directory: str | Path | None = None):
+    def __init__(
+        self,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        disk_budget: int = DEFAULT_DISK_BUDGET,
+        directory: str | Path | None = None,
+        recompute: Callable[[int, int], torch.Tensor] | None = None,
+    ):
         self.memory_budget = memory_budget
+        self.disk_budget = disk_budget
         self.directory = directory
+        self.recompute = recompute
         self._in_memory: AvisFrameBlocks | None = None  # the first frames
         self._spill_file = None
         self._spilled_frames = 0
+        self._dropped_frames = 0
+        self._disk_capacity: int | None = None  # frames the file may hold (None: any number)
         self._frame_shape: tuple[int, ...] | None = None
         self._dtype: torch.dtype | None = None
         self._device: torch.device | None = None
 
     def __len__(self) -> int:
-        return self._memory_frames + self._spilled_frames
+        return self._memory_frames + self._spilled_frames + self._dropped_frames
 
     @property
     def _memory_frames(self) -> int:
@@ -125,11 +139,25 @@ class AvisMaskFeatureStore:
 
     @property
     def bytes_in_memory(self) -> int:
-        return self._memory_frames * self._frame_shape.numel() * self._dtype.itemsize if self._frame_shape else 0
+        return self._memory_frames * self._frame_bytes
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return self._spilled_frames * self._frame_bytes
 
     @property
     def spilled_frames(self) -> int:
+        """Frames kept in the temporary file."""
         return self._spilled_frames
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames not kept, whose features are computed again when read."""
+        return self._dropped_frames
+
+    @property
+    def _frame_bytes(self) -> int:
+        return self._frame_shape.numel() * self._dtype.itemsize if self._frame_shape else 0
 
     def append(self, mask_features: torch.Tensor) -> None:
         """Stores the mask features (t, C, h, w) of the next t frames."""
@@ -139,36 +167,46 @@ class AvisMaskFeatureStore:
                 mask_features.dtype,
                 mask_features.device,
             )
-            frame_bytes = mask_features[0].numel() * mask_features.element_size()
-            self._in_memory = AvisFrameBlocks(MASK_FEATURE_BLOCK_FRAMES, max(self.memory_budget // frame_bytes, 0))
+            self._in_memory = AvisFrameBlocks(
+                MASK_FEATURE_BLOCK_FRAMES, max(self.memory_budget // self._frame_bytes, 0)
+            )
+            if self.recompute is not None:
+                self._disk_capacity = max(self.disk_budget // self._frame_bytes, 0)
         elif mask_features.shape[1:] != self._frame_shape or mask_features.dtype != self._dtype:
             raise ValueError(
                 f"mask features of shape {tuple(mask_features.shape[1:])} {mask_features.dtype} after "
                 f"{tuple(self._frame_shape)} {self._dtype}"
             )
-        kept = 0 if self._spill_file is not None else min(len(mask_features), self._in_memory.room)
+        kept = 0 if self._spilled_frames or self._dropped_frames else min(len(mask_features), self._in_memory.room)
         if kept:
             self._in_memory.append(mask_features[:kept])
-        if kept < len(mask_features):
-            self._spill(mask_features[kept:])
+        rest = mask_features[kept:]
+        room_on_disk = len(rest) if self._disk_capacity is None else self._disk_capacity - self._spilled_frames
+        spilled = 0 if self._dropped_frames else min(len(rest), room_on_disk)
+        if spilled:
+            self._spill(rest[:spilled])
+        self._dropped_frames += len(rest) - spilled
 
     def __getitem__(self, frames: slice) -> torch.Tensor:
         if not isinstance(frames, slice) or frames.step not in (None, 1):
-            raise TypeError("the store reads contiguous frame slices: store[start:stop]")
+            raise TypeError("an AvisMaskFeatureStore is read in contiguous slices of frames")
         start, stop, _ = frames.indices(len(self))
         stop = max(start, stop)
+        in_file = self._memory_frames + self._spilled_frames
         pieces = []
         if start < self._memory_frames:
-            pieces.append(self._in_memory[start:stop])
-        if stop > self._memory_frames:
-            pieces.append(self._read_spilled(max(start - self._memory_frames, 0), stop - self._memory_frames))
+            pieces.append(self._in_memory[start : min(stop, self._memory_frames)])
+        if max(start, self._memory_frames) < min(stop, in_file):
+            pieces.append(self._read_spilled(max(start, self._memory_frames), min(stop, in_file)))
+        if stop > in_file:
+            pieces.append(self.recompute(max(start, in_file), stop))
         if not pieces:
             return torch.empty(0, *(self._frame_shape or ()), dtype=self._dtype, device=self._device)
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def close(self) -> None:
         """Frees the memory and deletes the temporary file."""
-        self._in_memory, self._spilled_frames = None, 0
+        self._in_memory, self._spilled_frames, self._dropped_frames = None, 0, 0
         if self._spill_file is not None:
             self._spill_file.close()
             self._spill_file = None
@@ -188,8 +226,9 @@ class AvisMaskFeatureStore:
         self._spilled_frames += len(mask_features)
 
     def _read_spilled(self, start: int, stop: int) -> torch.Tensor:
+        """Frames [start, stop) of the video, all in the file."""
         frames = torch.empty(stop - start, *self._frame_shape, dtype=self._dtype)
-        self._spill_file.seek(start * frames[0].numel() * frames.element_size())
+        self._spill_file.seek((start - self._memory_frames) * self._frame_bytes)
         self._spill_file.readinto(memoryview(frames.view(torch.uint8).numpy()))
         return frames.to(self._device)
 
@@ -246,7 +285,7 @@ def encode_video(
     mask_features: AvisMaskFeatureStore,
     progress: Callable[[int], None] | None = None,
     frame_chunk_size: int | None = None,
-    workers: int = 1,
+    workers: "int | AvisEncodingWorkers" = 1,
 ) -> AvisVideoEncoding:
     """The first pass: every frame of a video through the per-frame part of `model` (in inference mode), in chunks.
 
@@ -257,7 +296,8 @@ def encode_video(
     progress: called with the number of frames encoded so far.
     frame_chunk_size: frames per pass (default: the config's); `AvisModel.forward` gives the same results when its
         config's `frame_chunk_size` is the same (and torch has as many threads).
-    workers: chunks encoded at once, each in a thread of its own. With more than one, torch runs one thread per
+    workers: chunks encoded at once, each in a thread of its own (or the `AvisEncodingWorkers` to encode them on).
+        With more than one, torch runs one thread per
         worker during the pass (`torch.set_num_threads(1)`): `workers` cores encode their own frames instead of
         splitting every operation between them,
         so no core waits for the other at the end of each of the model's thousand operations per chunk: as fast on
@@ -289,19 +329,13 @@ def encode_video(
         if progress is not None:
             progress(len(mask_features))
 
-    with (
-        _torch_threads(1) if workers > 1 else contextlib.nullcontext(),
-        ThreadPoolExecutor(workers, thread_name_prefix="avis-encode") as pool,
-    ):
-        # in frame order; one chunk more per worker than run at once, so that a worker that finishes early (its core
-        # less busy) starts on the next chunk rather than wait for the oldest one
-        running = deque()
-        for chunk in model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size):
-            running.append(pool.submit(encode, chunk))
-            if len(running) == 2 * workers:
-                keep(running.popleft().result())
-        while running:
-            keep(running.popleft().result())
+    with contextlib.ExitStack() as stack:
+        if isinstance(workers, int):
+            workers = stack.enter_context(AvisEncodingWorkers(workers))
+        for encoded in workers.map(
+            encode, model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size)
+        ):
+            keep(encoded)
     if padded_size is None:
         raise ValueError("the video has no frames")
     return AvisVideoEncoding(
@@ -310,6 +344,110 @@ def encode_video(
         mask_features=mask_features,
         padded_size=tuple(padded_size),
     )
+
+
+class AvisEncodingWorkers:
+    """`count` threads that encode chunks of frames side by side, with one torch thread each while more than one run
+    (see `encode_video`). One set serves both passes over a video: the frames computed again in the second reuse
+    the memory that the first's allocations left in these threads' malloc arenas, rather than fill new ones."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self._pool = ThreadPoolExecutor(count, thread_name_prefix="avis-encode")
+
+    def map(self, function: Callable, items: Iterable) -> Iterator:
+        """function(item) for each item, in order."""
+        with _torch_threads(1) if self.count > 1 else contextlib.nullcontext():
+            # one item more per worker than run at once, so that a worker that finishes early (its core less busy)
+            # starts on the next item rather than wait for the oldest one
+            running = deque()
+            for item in items:
+                running.append(self._pool.submit(function, item))
+                if len(running) == 2 * self.count:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def __enter__(self) -> "AvisEncodingWorkers":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class AvisMaskFeatureReplay:
+    """The mask features of frames the store did not keep, made again from the video's inputs: its `recompute`.
+
+    chunks: the model inputs of the first pass, iterable again (a video's `AvisVideoChunks`, a list); each read that
+    goes back iterates them once more from the start, skipping the frames before it. The frames meet the model in
+    the first pass's chunks, on as many workers and threads, so their features are the same to the bit.
+    """
+
+    def __init__(
+        self,
+        model: AvisModel,
+        chunks: Iterable[Mapping[str, torch.Tensor]],
+        frame_chunk_size: int,
+        workers: AvisEncodingWorkers,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ):
+        self.model = model
+        self.chunks = chunks
+        self.frame_chunk_size = frame_chunk_size
+        self.workers = workers
+        self.autocast = autocast
+        self._inputs: Iterator[dict[str, torch.Tensor]] | None = None
+        self._next_frame = 0  # the first frame of the next chunk of `_inputs`
+        self._computed: torch.Tensor | None = None  # the features of the latest chunks computed
+        self._computed_first = 0
+
+    def __call__(self, start: int, stop: int) -> torch.Tensor:
+        """The mask features (stop - start, C, h, w) of frames [start, stop)."""
+        pieces, frame = [], start
+        while frame < stop:
+            computed_stop = self._computed_first + (0 if self._computed is None else len(self._computed))
+            if self._computed_first <= frame < computed_stop:
+                pieces.append(self._computed[frame - self._computed_first : stop - self._computed_first])
+                frame += len(pieces[-1])
+            else:
+                self._compute(frame, stop)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def _compute(self, start: int, stop: int) -> None:
+        if self._inputs is None or start < self._next_frame:
+            device = next(self.model.parameters()).device
+            self._inputs = model_frame_chunks(
+                ({name: value.to(device) for name, value in chunk.items()} for chunk in self.chunks),
+                self.frame_chunk_size,
+            )
+            self._next_frame = 0
+        needed, first = [], None
+        for chunk in self._inputs:
+            chunk_first, self._next_frame = self._next_frame, self._next_frame + len(chunk["pixel_values"])
+            if self._next_frame <= start:
+                continue  # before the frames asked for
+            first = chunk_first if first is None else first
+            needed.append(chunk["pixel_values"])
+            if self._next_frame >= stop:
+                break
+        if not needed:
+            raise AvisInputError("the video gave fewer frames when read again: was it changed during the analysis?")
+
+        def encode(pixel_values: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), self.autocast():
+                return self.model.encode_mask_features(pixel_values)
+
+        self._computed = None  # freed before the next ones are made
+        computed, filled = None, 0
+        for features in self.workers.map(encode, needed):
+            if computed is None:
+                computed = features.new_empty(sum(len(chunk) for chunk in needed), *features.shape[1:])
+            computed[filled : filled + len(features)] = features
+            filled += len(features)
+        self._computed, self._computed_first = computed, first
 
 
 def decode_video(model: AvisModel, encoding: AvisVideoEncoding) -> AvisModelOutput:
@@ -333,7 +471,10 @@ class AvisVideoSegmenter:
     autocast_dtype (`torch.dtype`, *optional*): run the model under autocast in this dtype (torch.bfloat16 on CPU or
         CUDA, torch.float16 on CUDA): about twice as fast, results no longer those of the original to 1e-4; the
         post-processing stays in float32. None runs in float32, as the parity tests.
-    memory_budget (`int`): bytes of mask features kept in memory; the rest of a long video's go to a temporary file.
+    memory_budget (`int`): bytes of mask features kept in memory; a long video's next ones go to a temporary file.
+    disk_budget (`int`): bytes of mask features that file may hold; the rest are computed again, from the video read
+        once more, when the post-processing reads them (twice): the temporary disk of any video stays within it, at
+        the cost of its backbone and pixel decoder run three times for those frames. None: no bound on the file.
     spill_directory: where that file goes (the system's temporary folder when None).
     cpu_threads (`int`, *optional*): CPU cores to use (default: torch's thread count). On the CPU, the frames are
         encoded `cpu_threads` at a time, one torch thread each (see `encode_video`); the rest runs on `cpu_threads`
@@ -348,6 +489,7 @@ class AvisVideoSegmenter:
         processor: AvisProcessor,
         autocast_dtype: torch.dtype | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        disk_budget: int | None = DEFAULT_DISK_BUDGET,
         spill_directory: str | Path | None = None,
         cpu_threads: int | None = None,
         frame_chunk_size: int | None = None,
@@ -356,6 +498,7 @@ class AvisVideoSegmenter:
         self.processor = processor
         self.autocast_dtype = autocast_dtype
         self.memory_budget = memory_budget
+        self.disk_budget = disk_budget
         self.spill_directory = spill_directory
         self.cpu_threads = cpu_threads or torch.get_num_threads()
         on_cpu = next(model.parameters()).device.type == "cpu"
@@ -433,23 +576,31 @@ class AvisVideoSegmenter:
 
         The output reads as `AvisModel.forward`'s on the whole video (batch of one): the frames meet the model in
         the chunks the one-shot forward uses for the same `frame_chunk_size`, so both give the same results.
+        chunks that can be iterated again (a video's `AvisVideoChunks`, a list) let the store keep its disk budget
+        (see `AvisMaskFeatureReplay`); the features of a one-time iterator all go to disk beyond the memory budget.
         """
         device = next(self.model.parameters()).device
         on_cpu = device.type == "cpu"
-        autocast = (
-            contextlib.nullcontext()
-            if self.autocast_dtype is None
-            else torch.autocast(device.type, dtype=self.autocast_dtype)
-        )
+        workers = self.cpu_threads if on_cpu else 1
+
+        def autocast() -> contextlib.AbstractContextManager:
+            if self.autocast_dtype is None:
+                return contextlib.nullcontext()
+            return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+        pool = AvisEncodingWorkers(workers)
+        replay = None
+        if self.disk_budget is not None and iter(chunks) is not chunks:
+            replay = AvisMaskFeatureReplay(self.model, chunks, self.frame_chunk_size, pool, autocast)
         inputs = ({name: value.to(device) for name, value in chunk.items()} for chunk in chunks)
         with (
+            pool,
             torch.inference_mode(),
-            AvisMaskFeatureStore(self.memory_budget, self.spill_directory) as store,
+            AvisMaskFeatureStore(self.memory_budget, self.disk_budget or 0, self.spill_directory, replay) as store,
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
-            with autocast:
-                workers = self.cpu_threads if on_cpu else 1
-                encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, workers)
+            with autocast():
+                encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
                 outputs = decode_video(self.model, encoding)
             yield outputs
 
@@ -466,7 +617,10 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 __all__ = [
+    "DEFAULT_DISK_BUDGET",
     "DEFAULT_MEMORY_BUDGET",
+    "AvisEncodingWorkers",
+    "AvisMaskFeatureReplay",
     "CPU_FRAME_CHUNK",
     "AvisMaskFeatureStore",
     "AvisVideoEncoding",

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput, logging
 from .backbone_avis import build_backbone
 from .configuration_avis import AvisConfig
 from .deformable_attention import AvisMultiscaleDeformableAttention
+from .fused_layers import AvisConv2d, AvisLinear, linear
 from .loss_avis import AvisLoss
 from .modeling_vggish import AvisVggishModel
 
@@ -127,12 +128,12 @@ class AvisAttention(nn.Module):
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = AvisLinear(embed_dim, embed_dim)
 
     def forward(self, query, key, value, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        query, key, value = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        query, key, value = linear(query, w_q, b_q), linear(key, w_k, b_k), linear(value, w_v, b_v)
 
         def split_heads(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)  # (..., heads, L, d)
@@ -180,12 +181,12 @@ class AvisCrossAttentionLayer(nn.Module):
 class AvisFeedForwardLayer(nn.Module):
     def __init__(self, embed_dim: int, hidden_dim: int):
         super().__init__()
-        self.linear1 = nn.Linear(embed_dim, hidden_dim)
-        self.linear2 = nn.Linear(hidden_dim, embed_dim)
+        self.linear1 = AvisLinear(embed_dim, hidden_dim, activation="relu")
+        self.linear2 = AvisLinear(hidden_dim, embed_dim)
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.norm(hidden_states + self.linear2(F.relu(self.linear1(hidden_states))))
+        return self.norm(self.linear2(self.linear1(hidden_states), residual=hidden_states))
 
 
 class AvisMLP(nn.Module):
@@ -194,13 +195,14 @@ class AvisMLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.layers = nn.ModuleList(
+            AvisLinear(a, b, activation="relu" if index < num_layers - 1 else None)
+            for index, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        for index, layer in enumerate(self.layers):
+        for layer in self.layers:
             hidden_states = layer(hidden_states)
-            if index < len(self.layers) - 1:
-                hidden_states = F.relu(hidden_states)
         return hidden_states
 
 
@@ -209,7 +211,7 @@ class AvisConvNorm(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, relu: bool = False):
         layers = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
+            AvisConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
             nn.GroupNorm(32, out_channels),
         ]
         super().__init__(*layers, *([nn.ReLU()] if relu else []))
@@ -272,7 +274,7 @@ class AvisPixelDecoder(nn.Module):
         self.output_convs = nn.ModuleList(
             AvisConvNorm(dim, dim, 3, bias=False, relu=True) for _ in range(num_fpn_levels)
         )
-        self.mask_projection = nn.Conv2d(dim, config.mask_feature_size, kernel_size=1)
+        self.mask_projection = AvisConv2d(dim, config.mask_feature_size, kernel_size=1)
         self.num_levels = levels
 
     def forward(
@@ -315,9 +317,9 @@ class AvisPixelDecoder(nn.Module):
             )
             all_hidden_states += (hidden_states,)
 
-        batch = hidden_states.shape[0]
+        # (N, h * w, C) -> (N, C, h, w) channels-last views, laid out so that resizing keeps them channels-last
         maps = [
-            level.transpose(1, 2).reshape(batch, -1, h, w)
+            level.unflatten(1, (h, w)).permute(0, 3, 1, 2)
             for level, (h, w) in zip(hidden_states.split([h * w for h, w in shapes_list], dim=1), shapes_list)
         ]
         for lateral, output_conv, feature in zip(
@@ -356,11 +358,11 @@ class AvisFrameDecoder(nn.Module):
         self.num_heads = heads
         self.num_levels = config.num_feature_levels
         self.num_output_layers = config.num_frame_query_layers
-        self.audio_projection = nn.Linear(config.audio_feature_size, dim)
+        self.audio_projection = AvisLinear(config.audio_feature_size, dim)
         self.audio_attention_layers = nn.ModuleList(
             AvisCrossAttentionLayer(dim, heads) for _ in range(self.num_levels)
         )
-        self.audio_fusion = nn.Linear(dim * self.num_levels, dim)
+        self.audio_fusion = AvisLinear(dim * self.num_levels, dim)
         self.cross_attention_layers = nn.ModuleList(
             AvisCrossAttentionLayer(dim, heads) for _ in range(config.decoder_layers)
         )
@@ -376,11 +378,11 @@ class AvisFrameDecoder(nn.Module):
         self.level_embed = nn.Embedding(self.num_levels, dim)
         if config.feature_size != dim or config.enforce_input_projection:
             self.input_projections = nn.ModuleList(
-                nn.Conv2d(config.feature_size, dim, kernel_size=1) for _ in range(self.num_levels)
+                AvisConv2d(config.feature_size, dim, kernel_size=1) for _ in range(self.num_levels)
             )
         else:
             self.input_projections = nn.ModuleList(nn.Identity() for _ in range(self.num_levels))
-        self.class_predictor = nn.Linear(dim, config.num_labels + 1)
+        self.class_predictor = AvisLinear(dim, config.num_labels + 1)
         self.mask_embedder = AvisMLP(dim, dim, config.mask_feature_size, 3)
 
     def forward(
@@ -475,12 +477,12 @@ class AvisClipModule(nn.Module):
         dim, heads = config.clip_hidden_dim, config.clip_num_attention_heads
         self.window_size = config.clip_window_size
         self.window_chunk_size = config.clip_window_chunk_size
-        self.audio_projection = nn.Linear(config.audio_feature_size, dim)
+        self.audio_projection = AvisLinear(config.audio_feature_size, dim)
         if config.hidden_dim != dim or config.clip_enforce_input_projection:
-            self.input_projection = nn.Linear(config.hidden_dim, dim)
+            self.input_projection = AvisLinear(config.hidden_dim, dim)
         else:
             self.input_projection = nn.Identity()
-        self.mask_features_projection = nn.Conv2d(config.feature_size, config.mask_feature_size, kernel_size=1)
+        self.mask_features_projection = AvisConv2d(config.feature_size, config.mask_feature_size, kernel_size=1)
         layers = config.clip_encoder_layers
         self.encoder_self_attention_layers = nn.ModuleList(AvisSelfAttentionLayer(dim, heads) for _ in range(layers))
         self.encoder_ffn_layers = nn.ModuleList(
@@ -500,10 +502,10 @@ class AvisClipModule(nn.Module):
         self.query_features = nn.Embedding(config.num_clip_queries, dim)
         self.query_position_embeddings = nn.Embedding(config.num_clip_queries, dim)
         self.frame_query_position_embeddings = nn.Embedding(config.num_frame_queries, dim)
-        self.class_predictor = nn.Linear(dim, config.num_labels + 1)
+        self.class_predictor = AvisLinear(dim, config.num_labels + 1)
         self.mask_embedder = AvisMLP(dim, dim, config.mask_feature_size, 3)
-        self.frame_similarity_projection = nn.Linear(dim, dim)
-        self.clip_similarity_projection = nn.Linear(dim, dim)
+        self.frame_similarity_projection = AvisLinear(dim, dim)
+        self.clip_similarity_projection = AvisLinear(dim, dim)
 
     def forward(
         self, frame_queries: torch.Tensor, audio_features: torch.Tensor, output_auxiliary_logits: bool = False
@@ -761,6 +763,13 @@ class AvisModel(AvisPreTrainedModel):
             mask_features=self.clip_module.mask_features_projection(pixel_output.fpn_features),
             frame_decoder_output=frame_output,
         )
+
+    def encode_mask_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The clip-level mask features of frames, (N, 3, H, W) -> (N, mask_dim, H/4, W/4), as `encode_frames` makes
+        them without the frame decoder: what inference computes again for frames it did not keep."""
+        pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        fpn_features = self.pixel_decoder(self.backbone(pixel_values), output_mask_features=False).fpn_features
+        return self.clip_module.mask_features_projection(fpn_features)
 
     def forward(
         self,

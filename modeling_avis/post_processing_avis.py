@@ -2,14 +2,18 @@
 steps of `AvisProcessor.post_process_video_instance_segmentation`."""
 
 import dataclasses
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-# Masks of one frame upsampled together when scoring: 8 x 384 x 640 float32 probabilities are 8 MB, within the cache.
-SCORE_GROUP = 8
+# Masks of one frame upsampled together when scoring: 4 x 384 x 640 float32 probabilities are 4 MB, within the cache.
+SCORE_GROUP = 4
+# Mask pixels (instances x frames x H x W) drawn at once: 2^25 float32 logits are 128 MB, whatever the number of
+# instances and the size of the video (a chunk holds one frame at least).
+DRAW_PIXELS = 1 << 25
 
 
 @dataclass
@@ -59,23 +63,17 @@ def select_instances(class_logits: torch.Tensor, mask_embeddings: torch.Tensor, 
     )
 
 
-def mask_logit_chunks(
+def mask_logits(
     mask_embeddings: torch.Tensor,
-    mask_features: Sequence[torch.Tensor],
+    mask_features: torch.Tensor,
     padded_size: tuple[int, int],
     image_size: tuple[int, int],
-    chunk_size: int,
-) -> Iterator[torch.Tensor]:
-    """Mask logits (N, t, h, w) at the unpadded input size, `chunk_size` frames at a time, in float32.
-
-    mask_embeddings: (N, mask_dim); mask_features: (T, mask_dim, h/4, w/4) at stride 4 of the padded frames, a tensor
-    or any frame sequence sliced the same way (`len`, `[start:stop]`), such as `AvisMaskFeatureStore`.
-    """
-    for start in range(0, len(mask_features), chunk_size):
-        features = mask_features[start : start + chunk_size].float()
-        logits = torch.einsum("nc,tchw->nthw", mask_embeddings.float(), features)
-        logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
-        yield logits[:, :, : image_size[0], : image_size[1]]
+) -> torch.Tensor:
+    """Mask logits (N, t, h, w) at the unpadded input size, in float32, of (N, mask_dim) embeddings and
+    (t, mask_dim, h/4, w/4) mask features at stride 4 of the padded frames."""
+    logits = torch.einsum("nc,tchw->nthw", mask_embeddings.float(), mask_features.float())
+    logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
+    return logits[:, :, : image_size[0], : image_size[1]]
 
 
 def mask_scores(
@@ -89,6 +87,8 @@ def mask_scores(
 
     The mask is where the probability exceeds 0.5. The stride-4 logits are upsampled a few masks of one frame at a
     time (SCORE_GROUP), so that the full-size probabilities stay in the cache rather than stream through memory.
+    mask_features: (T, mask_dim, h/4, w/4), a tensor or any frame sequence sliced the same way (`len`,
+    `[start:stop]`), such as `AvisMaskFeatureStore`.
     """
     numerator = torch.zeros(len(mask_embeddings), dtype=torch.float32, device=mask_embeddings.device)
     denominator = torch.zeros_like(numerator)
@@ -100,10 +100,10 @@ def mask_scores(
             for first in range(0, len(frame_logits), SCORE_GROUP):
                 group = frame_logits[None, first : first + SCORE_GROUP]
                 upsampled = F.interpolate(group, size=padded_size, mode="bilinear", align_corners=False)[0]
-                probabilities = upsampled[:, :height, :width].sigmoid()
-                foreground = probabilities > 0.5
-                numerator[first : first + SCORE_GROUP] += probabilities.masked_fill_(~foreground, 0).sum((1, 2))
-                denominator[first : first + SCORE_GROUP] += foreground.sum((1, 2))
+                probabilities = upsampled[:, :height, :width].sigmoid_()
+                inside = F.threshold(probabilities, 0.5, 0.0, inplace=True)  # the probabilities above 0.5, else 0
+                numerator[first : first + SCORE_GROUP] += inside.sum((1, 2))
+                denominator[first : first + SCORE_GROUP] += torch.count_nonzero(inside, dim=(1, 2))
     return numerator / (denominator + 1e-6)
 
 
@@ -120,7 +120,7 @@ def score_instances(
     """The instances of one video scoring above `score_threshold`, in descending score order.
 
     The score of a (query, class) pair is its class probability times its query's mask score (`mask_scores`).
-    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_logit_chunks`).
+    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`).
     """
     instances = select_instances(class_logits, mask_embeddings, num_detections)
     # a query kept for several classes has one mask: score each query once
@@ -140,11 +140,21 @@ def instance_mask_chunks(
     target_size: tuple[int, int],
     chunk_size: int = 5,
 ) -> Iterator[torch.Tensor]:
-    """The instances' masks (N, t, H, W) bool at `target_size`, `chunk_size` frames at a time (logit > 0).
+    """The instances' masks (N, t, H, W) bool at `target_size` (logit > 0), `chunk_size` frames at a time, fewer when
+    N x t masks would exceed DRAW_PIXELS; the logits are made for as many instances at a time as fit in it.
 
-    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_logit_chunks`).
+    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`).
     """
-    for logits in mask_logit_chunks(instances.mask_embeddings, mask_features, padded_size, image_size, chunk_size):
-        if tuple(target_size) != tuple(image_size):  # at the same size, bilinear resizing is the identity
-            logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
-        yield logits > 0
+    num_instances = len(instances.mask_embeddings)
+    largest = max(math.prod(padded_size), math.prod(target_size))
+    frames = max(1, min(chunk_size, DRAW_PIXELS // max(1, num_instances * largest)))
+    for start in range(0, len(mask_features), frames):
+        features = mask_features[start : start + frames]
+        masks = torch.empty(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
+        group = max(1, DRAW_PIXELS // (len(features) * largest))
+        for first in range(0, num_instances, group):
+            logits = mask_logits(instances.mask_embeddings[first : first + group], features, padded_size, image_size)
+            if tuple(target_size) != tuple(image_size):  # at the same size, bilinear resizing is the identity
+                logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
+            torch.gt(logits, 0, out=masks[first : first + group])
+        yield masks

@@ -32,7 +32,7 @@ from .errors import AvisInputError
 from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
 from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
-from .tracks import AvisTrack, AvisVideoResult, encode_mask
+from .tracks import AvisMaskStore, AvisTrack, AvisTrackMasks, AvisVideoResult
 from .video_io import AvisegVideoFiles, probe_video, read_audio, read_frame_folder, read_frames, read_image
 
 # The audio inputs a model takes: log-mel examples for its own audio encoder, or precomputed VGGish features.
@@ -247,7 +247,10 @@ class AvisProcessor(ProcessorMixin):
             expected = min(expected, max(0, math.ceil(max_duration * rate - 1e-9)))
         if expected is not None and max_frames is not None:
             expected = min(expected, max_frames)
-        frames = ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames, max_duration))
+
+        def frames():
+            return ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames, max_duration))
+
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
         elif audio_input == "audio_features":
@@ -275,7 +278,10 @@ class AvisProcessor(ProcessorMixin):
         if not paths:
             raise AvisInputError(f"{folder.name}: no frames to process within the given limits")
         original_size = read_image(paths[0]).shape[:2]
-        frames = ((k / fps, read_image(frame)) for k, frame in enumerate(paths))
+
+        def frames():
+            return ((k / fps, read_image(frame)) for k, frame in enumerate(paths))
+
         notes = []
         # AVISeg keeps a video's sound beside its frames
         files = AvisegVideoFiles.of_frame_folder(folder)
@@ -314,19 +320,26 @@ def video_result(
     """One video's instances (in descending score order) as tracks with ids 1, 2, ...
 
     masks: the instances' masks (N, t, H, W) bool, chunk after chunk of frames, whose t add up to the video's
-    frames: each chunk is encoded as it comes, so the full-resolution masks of a long video never exist at once.
+    frames: each chunk is encoded as it comes into the tracks' `AvisMaskStore`, so that neither the masks nor their
+    RLEs of a long video are ever held in memory at once.
     """
     height, width = metadata.original_size
-    segmentations = [[] for _ in range(len(instances.scores))]
+    num_instances, num_frames = len(instances.scores), len(metadata.timestamps)
+    store = AvisMaskStore(height, width)
+    spans = np.zeros((num_instances, num_frames, 2), dtype=np.int64)  # (offset, length) per instance and frame
+    done = 0
     for chunk in masks:
-        if chunk.ndim != 4 or chunk.shape[0] != len(segmentations) or tuple(chunk.shape[2:]) != (height, width):
-            raise ValueError(
-                f"masks must be (N={len(segmentations)}, frames, {height}, {width}), got {tuple(chunk.shape)}"
-            )
-        for track, frames in zip(segmentations, chunk.cpu().numpy(), strict=True):
-            track.extend(encode_mask(frame) for frame in frames)
-    if any(len(track) != len(metadata.timestamps) for track in segmentations):
-        raise ValueError(f"masks cover {len(segmentations[0])} frames, but the video has {len(metadata.timestamps)}")
+        if chunk.ndim != 4 or chunk.shape[0] != num_instances or tuple(chunk.shape[2:]) != (height, width):
+            raise ValueError(f"masks must be (N={num_instances}, frames, {height}, {width}), got {tuple(chunk.shape)}")
+        if done + chunk.shape[1] > num_frames:
+            raise ValueError(f"masks cover more frames than the video's {num_frames}")
+        for instance, frames in enumerate(chunk.cpu().numpy()):
+            for offset, frame in enumerate(frames):
+                spans[instance, done + offset] = store.append(frame)
+        done += chunk.shape[1]
+    if num_instances and done != num_frames:
+        raise ValueError(f"masks cover {done} frames, but the video has {num_frames}")
+    segmentations = [AvisTrackMasks(store, spans[instance]) for instance in range(num_instances)]
     tracks = [
         AvisTrack(
             track_id=rank + 1,
@@ -353,15 +366,16 @@ def video_result(
 
 class AvisVideoChunks:
     r"""
-    One video's model inputs, `chunk_frames` sampled frames at a time, decoded as they are iterated (once).
+    One video's model inputs, `chunk_frames` sampled frames at a time, decoded as they are iterated.
 
     Each chunk is a dict of `pixel_values` (t, 3, Hp, Wp) and `audio_log_mel` (t, 96, 64) or `audio_features`
     (t, 128). `expected_frames` is known before iterating (an estimate from the container, for progress; None when
-    it cannot tell); `metadata()` is complete once iterated.
+    it cannot tell); `metadata()` is complete once iterated. Each iteration decodes the video again, with the same
+    frames: inference reads a long video twice more for the features it did not keep.
     """
 
     def __init__(self, frames, audio, image_processor, chunk_frames, notes, original_size, fps, expected_frames):
-        self._frames = frames
+        self._frames = frames  # () -> a new iterator of (seconds, (H, W, 3) uint8 RGB)
         self._audio = audio
         self._image_processor = image_processor
         self.chunk_frames = chunk_frames
@@ -379,13 +393,17 @@ class AvisVideoChunks:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         timestamps = self._metadata.timestamps
-        while batch := list(itertools.islice(self._frames, self.chunk_frames)):
+        first_reading = not timestamps
+        frames_read = 0
+        decoded = self._frames()
+        while batch := list(itertools.islice(decoded, self.chunk_frames)):
             times = [time for time, _ in batch]
-            first = len(timestamps)
-            timestamps.extend(times)
-            if self._audio.frames_covered is not None and len(timestamps) > self._audio.frames_covered:
+            first, frames_read = frames_read, frames_read + len(batch)
+            if first_reading:
+                timestamps.extend(times)
+            if self._audio.frames_covered is not None and frames_read > self._audio.frames_covered:
                 # count the frames the features miss, for a message that says how many the video has
-                self._audio.check_covers(len(timestamps) + sum(1 for _ in self._frames))
+                self._audio.check_covers(frames_read + sum(1 for _ in decoded))
             frames = self._image_processor(image for _, image in batch)
             if tuple(frames["original_size"]) != self._metadata.original_size:
                 raise AvisInputError(
@@ -395,7 +413,8 @@ class AvisVideoChunks:
             yield {"pixel_values": frames["pixel_values"], **self._audio.inputs(times, first)}
         if not timestamps:
             raise AvisInputError("no frames to process")
-        self._metadata.notes.extend(self._audio.notes(timestamps))
+        if first_reading:
+            self._metadata.notes.extend(self._audio.notes(timestamps))
 
     def metadata(self) -> AvisVideoMetadata:
         """The video's metadata (its timestamps and notes complete once the chunks are iterated)."""

@@ -11,27 +11,37 @@ from pathlib import Path
 
 import numpy as np
 
-from .outputs import write_text_atomically
-from .tracks import AvisVideoResult
+from .outputs import atomic_file, write_text_atomically
+from .tracks import AvisTrack, AvisVideoResult
 
 
 def results_json_entries(result: AvisVideoResult, video_id: int) -> list[dict]:
-    """The video's tracks as AVIS prediction entries (category_id = label + 1)."""
-    return [
-        {
-            "video_id": video_id,
-            "score": track.score,
-            "category_id": track.label + 1,
-            "segmentations": track.segmentations,
-        }
-        for track in result.tracks
-    ]
+    """The video's tracks as AVIS prediction entries (category_id = label + 1), their RLEs in lists."""
+    return [{**_entry_fields(track, video_id), "segmentations": list(track.segmentations)} for track in result.tracks]
 
 
 def write_results_json(results: Mapping[int, AvisVideoResult], path: str | Path) -> None:
-    """Writes the AVIS results JSON of several videos, keyed by their dataset `video_id`, in the mapping's order."""
-    entries = [entry for video_id, result in results.items() for entry in results_json_entries(result, video_id)]
-    write_text_atomically(path, json.dumps(entries))
+    """Writes the AVIS results JSON of several videos, keyed by their dataset `video_id`, in the mapping's order.
+
+    It is streamed to the file one RLE at a time (the text json.dumps would give), so that writing it holds no more
+    in memory than one mask, however long the videos and however many their tracks.
+    """
+    with atomic_file(path) as temporary, open(temporary, "w") as file:
+        file.write("[")
+        separator = ""
+        for video_id, result in results.items():
+            for track in result.tracks:
+                fields = json.dumps(_entry_fields(track, video_id))[:-1]  # without its closing brace
+                file.write(f'{separator}{fields}, "segmentations": [')
+                for index, rle in enumerate(track.segmentations):
+                    file.write((", " if index else "") + json.dumps(rle))
+                file.write("]}")
+                separator = ", "
+        file.write("]")
+
+
+def _entry_fields(track: AvisTrack, video_id: int) -> dict:
+    return {"video_id": video_id, "score": track.score, "category_id": track.label + 1}
 
 
 def track_summary(result: AvisVideoResult) -> list[dict]:

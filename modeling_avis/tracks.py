@@ -1,10 +1,14 @@
 """Tracked sounding objects: what the model's post-processing hands to renderers, writers and metrics.
 
-Masks are kept as compressed COCO RLE, one per sampled frame, so a long video's tracks stay small; `mask(t)`
-decodes one frame when a renderer needs it. The RLE helpers here are the one home of that format: encoding,
-decoding, areas, and checking RLEs that come from files.
+Masks are kept as compressed COCO RLE, one per sampled frame; `mask(t)` decodes one frame when a renderer needs it.
+The model's tracks keep their RLEs in an `AvisMaskStore`, a temporary file beyond a few MB, so that memory does not
+grow with a video's length times its instances. The RLE helpers here are the one home of that format: encoding,
+decoding, areas, storing, and checking RLEs that come from files.
 """
 
+import tempfile
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +16,8 @@ from pycocotools import mask as mask_utils
 
 # RLEs per pycocotools `area` call (see `mask_areas`).
 AREA_BATCH = 255
+# RLE bytes an AvisMaskStore keeps in memory before it moves them to a temporary file: at 360p, 1-5 KB a mask.
+MASK_STORE_MEMORY = 16 << 20
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -88,6 +94,63 @@ def check_rle(rle: object, height: int, width: int) -> None:
         raise ValueError(f"its counts cover {covered} pixels, not {height}x{width}")
 
 
+class AvisMaskStore:
+    """The compressed RLEs of one video's masks, all of one size, in memory up to `memory_budget` bytes of counts and
+    in an anonymous temporary file beyond (gone with the store). `append` returns where a mask went; `AvisTrackMasks`
+    reads a track's masks back."""
+
+    def __init__(self, height: int, width: int, memory_budget: int = MASK_STORE_MEMORY):
+        self.size = [int(height), int(width)]
+        self._file = tempfile.SpooledTemporaryFile(max_size=memory_budget, prefix="avis_masks_")
+        self._end = 0
+        self._lock = threading.Lock()  # a renderer may read one track while another thread reads the next
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of RLE counts stored."""
+        return self._end
+
+    def append(self, mask: np.ndarray) -> tuple[int, int]:
+        """Encodes a (H, W) bool mask; returns its (offset, length) in the store."""
+        counts = encode_mask(mask)["counts"].encode("ascii")
+        with self._lock:
+            self._file.seek(self._end)
+            self._file.write(counts)
+            offset, self._end = self._end, self._end + len(counts)
+        return offset, len(counts)
+
+    def read(self, offset: int, length: int) -> dict:
+        """The compressed RLE stored at (offset, length)."""
+        with self._lock:
+            self._file.seek(offset)
+            counts = self._file.read(length)
+        return {"size": list(self.size), "counts": counts.decode("ascii")}
+
+
+class AvisTrackMasks(Sequence):
+    """One track's masks as a sequence of compressed RLEs, one per sampled frame, read from its video's
+    `AvisMaskStore` when asked for. It compares equal to a list of the same RLEs and pickles as one."""
+
+    def __init__(self, store: AvisMaskStore, spans: np.ndarray):
+        self.store = store
+        self.spans = spans  # (T, 2) int64: offset and length of each frame's RLE
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        offset, length = self.spans[index]
+        return self.store.read(int(offset), int(length))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+
 @dataclass
 class AvisTrack:
     """One sounding object through the video.
@@ -95,7 +158,8 @@ class AvisTrack:
     track_id: 1-based, in order of descending score.
     label / label_name: 0-based AVISeg class id and its name.
     score: the clip-level score (class probability x mask score).
-    segmentations: one compressed RLE per sampled frame, at the video's original size (empty masks included).
+    segmentations: one compressed RLE per sampled frame, at the video's original size (empty masks included): a
+        list, or the model's `AvisTrackMasks`.
     query_index: the clip query it comes from (None for a track not made by the model).
     """
 
@@ -103,7 +167,7 @@ class AvisTrack:
     label: int
     label_name: str
     score: float
-    segmentations: list[dict]
+    segmentations: Sequence[dict]
     query_index: int | None = None
 
     def mask(self, frame_index: int) -> np.ndarray:
@@ -111,7 +175,7 @@ class AvisTrack:
 
     def areas(self) -> np.ndarray:
         """Pixels of the mask in each sampled frame, (T,) int64."""
-        return mask_areas(self.segmentations)
+        return mask_areas(list(self.segmentations))
 
 
 @dataclass
@@ -141,4 +205,14 @@ def _as_bytes(rle: dict) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
-__all__ = ["AvisTrack", "AvisVideoResult", "check_rle", "decode_mask", "encode_mask", "mask_areas", "run_lengths"]
+__all__ = [
+    "AvisMaskStore",
+    "AvisTrack",
+    "AvisTrackMasks",
+    "AvisVideoResult",
+    "check_rle",
+    "decode_mask",
+    "encode_mask",
+    "mask_areas",
+    "run_lengths",
+]

@@ -101,6 +101,48 @@ def test_store_holds_at_most_its_budget_in_memory_and_reads_back_every_frame(tmp
     assert len(store) == 0 and store.bytes_in_memory == 0
 
 
+@pytest.mark.parametrize(("memory_frames", "disk_frames"), [(0, 0), (3, 0), (0, 4), (2, 5), (10, 0)])
+def test_store_computes_again_the_frames_past_its_disk_budget(tmp_path, memory_frames, disk_frames):
+    frames = torch.randn(10, 4, 6, 8)
+    frame_bytes = frames[0].numel() * frames.element_size()
+    asked = []
+
+    def recompute(start, stop):
+        asked.append((start, stop))
+        return frames[start:stop].clone()
+
+    with AvisMaskFeatureStore(memory_frames * frame_bytes, disk_frames * frame_bytes, tmp_path, recompute) as store:
+        for start, size in [(0, 4), (4, 1), (5, 5)]:
+            store.append(frames[start : start + size])
+        kept = min(10, memory_frames + disk_frames)
+        assert (store.bytes_in_memory, store.bytes_on_disk) == (
+            memory_frames * frame_bytes,
+            min(disk_frames, 10 - memory_frames) * frame_bytes,
+        )
+        assert store.dropped_frames == 10 - kept and len(store) == 10
+        for start, stop in [(0, 10), (2, 7), (6, 9), (9, 10)]:
+            assert torch.equal(store[start:stop], frames[start:stop])
+    assert asked == [(max(start, kept), stop) for start, stop in [(0, 10), (2, 7), (6, 9), (9, 10)] if stop > kept]
+
+
+def test_frames_past_the_disk_budget_are_computed_again_from_the_video_to_the_same_tracks(tiny_model_folder):
+    clip = CLIPS[0]
+    unbounded = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0, disk_budget=None)
+    expected = unbounded(clip, fps=2.0)
+    bounded = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0, disk_budget=1)
+    chunks = bounded.processor.iter_chunks(clip, bounded.frame_chunk_size, fps=2.0)
+    with bounded.outputs(chunks) as outputs:
+        store = outputs.mask_features[0]
+        assert store.dropped_frames == len(store) == expected.num_frames and store.spilled_frames == 0
+        (result,) = bounded.processor.post_process_video_instance_segmentation(
+            outputs, [chunks.metadata()], bounded.model.config.id2label
+        )
+    same_tracks(result, expected)
+    # a one-time iterator cannot be read again: its features all go to disk, whatever the budget
+    with bounded.outputs(iter(list(chunks))) as outputs:
+        assert outputs.mask_features[0].spilled_frames == expected.num_frames
+
+
 @pytest.mark.parametrize("capacity", [None, 10, 12])
 def test_frame_blocks_read_back_every_slice_across_their_blocks(capacity):
     frames = torch.randn(10, 2, 3)

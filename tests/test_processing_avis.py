@@ -216,6 +216,18 @@ def test_chunks_put_together_are_the_inputs_of_the_whole_video():
     assert chunks.metadata() == whole.video_metadata[0]
 
 
+def test_chunks_read_again_decode_the_same_frames_and_keep_one_set_of_timestamps(tmp_path):
+    processor = AvisProcessor()
+    for video in (CLIP, _aviseg_split(tmp_path, with_features=False)):
+        chunks = processor.iter_chunks(video, chunk_frames=2, fps=1.0)
+        first, again = list(chunks), list(chunks)
+        metadata = chunks.metadata()
+        assert len(metadata.timestamps) == sum(len(part["pixel_values"]) for part in first)
+        assert len(set(metadata.notes)) == len(metadata.notes)
+        for one, other in zip(first, again, strict=True):
+            assert all(torch.equal(one[name], other[name]) for name in one)
+
+
 def test_chunks_of_a_frame_folder_carry_its_precomputed_features(tmp_path):
     chunks = AvisProcessor().iter_chunks(_aviseg_split(tmp_path, with_features=True), chunk_frames=2)
     assert chunks.metadata().original_size == (48, 64) and chunks.expected_frames == 3

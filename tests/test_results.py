@@ -88,6 +88,16 @@ def test_results_json_decodes_back_to_the_masks(tmp_path):
     assert len(entries[3]["segmentations"]) == 2
 
 
+def test_results_json_is_streamed_as_the_text_json_dumps_gives_its_entries(tmp_path):
+    instances, masks = synthetic_detections()
+    results = {7: build(instances, [masks]), 3: build(instances.select(slice(1, 2)), [masks[1:2]])}
+    write_results_json(results, tmp_path / "results.json")
+    entries = [entry for video_id, result in results.items() for entry in results_json_entries(result, video_id)]
+    assert (tmp_path / "results.json").read_text() == json.dumps(entries)
+    write_results_json({}, tmp_path / "empty.json")
+    assert json.loads((tmp_path / "empty.json").read_text()) == []
+
+
 def test_results_json_entries_keep_empty_masks_as_rle():
     instances, masks = synthetic_detections()
     result = build(instances, [masks])

@@ -1,0 +1,1 @@
+../../modeling_avis/fused_layers.py
