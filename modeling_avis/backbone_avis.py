@@ -5,10 +5,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedConfig, ResNetBackbone, SwinBackbone
+from transformers.activations import GELUActivation
 from transformers.models.resnet.modeling_resnet import ResNetBottleNeckLayer, ResNetConvLayer, ResNetShortCut
-from transformers.models.swin.modeling_swin import SwinMLP
+from transformers.models.swin.modeling_swin import SwinLayer, window_partition
 
-from .fused_layers import compute_dtype, conv2d, runs_fused
+from .fused_layers import AvisLinear, compute_dtype, conv2d, linear, runs_fused
 
 # The pixel decoder reads res2..res5 (strides 4, 8, 16, 32): the four stages of either backbone.
 BACKBONE_STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -153,23 +154,122 @@ class AvisResNetBackbone(ResNetBackbone):
         return super().forward(pixel_values).feature_maps
 
 
-class AvisSwinMLP(SwinMLP):
-    """Swin's MLP followed by stochastic depth: D2 Swin drops the MLP branch of a block as well as its attention
-    branch, while transformers' `SwinLayer` drops only the attention branch."""
+def _fusable_linear(layer: nn.Linear) -> AvisLinear:
+    """`layer`'s parameters in an `AvisLinear` (oneDNN's kernel at CPU inference)."""
+    fusable = AvisLinear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    fusable.weight, fusable.bias = layer.weight, layer.bias
+    return fusable
 
-    def __init__(self, config: PreTrainedConfig, dim: int, drop_path: nn.Module):
-        super().__init__(config, dim)
-        self.drop_path = drop_path
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(super().forward(hidden_states))
+class AvisSwinLayer(nn.Module):
+    """
+    One D2 Swin block on the submodules (and keys) of transformers' `SwinLayer`: x + drop(W-MSA(norm(x))), then
+    + drop(MLP(norm(.))), windows of `window_size` over the map zero-padded to a multiple of it, cyclically shifted
+    by `shift_size` in every other block. Stochastic depth drops both branches (transformers' drops only the
+    attention's).
+
+    Padding tokens never go through a projection: a zero token's query, key and value are the projections' biases,
+    and attention outputs at padding are cropped away, so the q/k/v projection (one matmul) runs on the H*W real
+    tokens and the output projection after the windows are merged, with the residual add fused in. For stage 4 of
+    Swin-L at 448x800 that is 350 tokens instead of 864. Windows are gathered and merged by one index each (the pad,
+    roll and partition of the reference in one copy), and the attention runs through SDPA.
+    """
+
+    def __init__(self, layer: SwinLayer):
+        super().__init__()
+        if not isinstance(layer.mlp.activation_fn, nn.GELU | GELUActivation):
+            raise ValueError(f"AVISM's Swin uses GELU, not {type(layer.mlp.activation_fn).__name__}")
+        self.attention = layer.attention
+        self.layernorm_before = layer.layernorm_before
+        self.layernorm_after = layer.layernorm_after
+        self.mlp = layer.mlp
+        self.drop_path = layer.drop_path
+        self.window_size = layer.window_size
+        self.shift_size = layer.shift_size
+
+    def forward(self, hidden_states: torch.Tensor, input_dimensions: tuple[int, int], **kwargs):
+        # hidden_states: (B, H*W, C) -> (B, H*W, C); a tuple as `SwinStage` expects (no attention weights kept)
+        height, width = input_dimensions
+        attention = self.attention
+        batch_size, _, channels = hidden_states.shape
+        heads, head_dim = attention.num_attention_heads, attention.head_dim
+        window_index, token_index, num_windows = self.window_indices(height, width, hidden_states.device)
+
+        qkv_weight = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight])
+        qkv_bias = torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias])
+        qkv = linear(self.layernorm_before(hidden_states), qkv_weight, qkv_bias)  # (B, H*W, 3C)
+        # index H*W is a padding token: its projections are the biases
+        qkv = torch.cat([qkv, qkv_bias.to(qkv.dtype).expand(batch_size, 1, -1)], dim=1)
+        windows = qkv[:, window_index].view(batch_size * num_windows, self.window_size**2, 3, heads, head_dim)
+        query, key, value = windows.permute(2, 0, 3, 1, 4)  # each (B * windows, heads, ws^2, head_dim)
+        attended = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=self.attention_bias(height, width, batch_size, query.dtype, query.device),
+            dropout_p=attention.attention_dropout if self.training else 0.0,
+            scale=attention.scaling,
+        )
+        # (B * windows, heads, ws^2, head_dim) -> the real tokens in raster order, (B, H*W, C)
+        attended = attended.transpose(1, 2).reshape(batch_size, -1, channels)[:, token_index]
+        hidden_states = self.residual_branch(attention.o_proj, attended, hidden_states)
+
+        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
+        expanded = linear(self.layernorm_after(hidden_states), fc1.weight, fc1.bias, "gelu")
+        return (self.residual_branch(fc2, expanded, hidden_states), None)
+
+    def residual_branch(self, projection: nn.Linear, branch: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """residual + drop_path(projection(branch)); the add fused into the projection where nothing is dropped."""
+        if self.training:
+            return residual + self.drop_path(projection(branch))
+        return linear(branch, projection.weight, projection.bias, residual=residual)
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // self.window_size) * self.window_size, -(-width // self.window_size) * self.window_size
+
+    def window_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Where the windows read their tokens, and the tokens their windows: `window_index` (windows * ws^2,) is
+        the raster index of each window position on the zero-padded (padding: H*W), cyclically shifted map,
+        `token_index` (H*W,) the window position of each real token."""
+        padded_height, padded_width = self.padded_size(height, width)
+        rows = torch.arange(padded_height, device=device).roll(-self.shift_size)
+        columns = torch.arange(padded_width, device=device).roll(-self.shift_size)
+        index = torch.where(
+            (rows[:, None] < height) & (columns[None, :] < width),
+            rows[:, None] * width + columns[None, :],
+            height * width,
+        )
+        window_index = window_partition(index[None, :, :, None], self.window_size).flatten()
+        token_index = torch.empty(height * width + 1, dtype=torch.long, device=device)
+        token_index[window_index] = torch.arange(len(window_index), device=device)
+        num_windows = len(window_index) // self.window_size**2
+        return window_index, token_index[: height * width], num_windows
+
+    def attention_bias(
+        self, height: int, width: int, batch_size: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """The relative position bias, plus in shifted blocks -100 between tokens of different regions of the
+        rolled map: (1 or B * windows, heads, ws^2, ws^2)."""
+        bias = self.attention.relative_position_bias().to(dtype)  # (1, heads, ws^2, ws^2)
+        if self.shift_size == 0:
+            return bias
+        padded_height, padded_width = self.padded_size(height, width)
+        region = self.shift_regions(padded_height, device)[:, None] * 3 + self.shift_regions(padded_width, device)
+        region = window_partition(region[None, :, :, None], self.window_size).flatten(1)  # (windows, ws^2)
+        shift_mask = torch.where(region[:, :, None] == region[:, None, :], 0.0, -100.0).to(dtype)
+        return (shift_mask[:, None] + bias).expand(batch_size, -1, -1, -1, -1).flatten(0, 1)
+
+    def shift_regions(self, length: int, device: torch.device) -> torch.Tensor:
+        """Which of the rolled map's three regions along an axis each position is in (0, 1, 2)."""
+        positions = torch.arange(length, device=device)
+        return (positions >= length - self.window_size).long() + (positions >= length - self.shift_size).long()
 
 
 class AvisSwinBackbone(SwinBackbone):
     """
     D2SwinTransformer on transformers' Swin: each stage is padded to a multiple of the window and always keeps its
-    full window and shift, however small the stage (`SwinBackbone` partitions with `always_partition=True`; the
-    shift mask is -100), and each output stage goes through its own LayerNorm.
+    full window and shift, however small the stage, the shift mask is -100 (`AvisSwinLayer`), and each output stage
+    goes through its own LayerNorm.
     """
 
     def __init__(self, config: PreTrainedConfig):
@@ -177,9 +277,9 @@ class AvisSwinBackbone(SwinBackbone):
         # The backbone outputs are the per-stage norms; D2 Swin has no norm after the last stage.
         self.swin.layernorm = nn.Identity()
         for stage in self.swin.encoder.layers:
-            for block in stage.blocks:
-                # The block's own stochastic-depth module: same rate on both branches, drawn independently.
-                block.mlp = AvisSwinMLP(config, block.layernorm_after.normalized_shape[0], block.drop_path)
+            stage.blocks = nn.ModuleList(AvisSwinLayer(block) for block in stage.blocks)
+            if stage.downsample is not None:
+                stage.downsample.reduction = _fusable_linear(stage.downsample.reduction)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:

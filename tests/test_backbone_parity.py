@@ -1,6 +1,5 @@
 """The ResNet-50 and Swin backbones against the original's detectron2 ResNet and D2SwinTransformer."""
 
-import copy
 import json
 
 import pytest
@@ -9,6 +8,7 @@ import yaml
 from safetensors.torch import load_file
 from torch.nn import functional as F
 from transformers import AutoBackbone, AutoConfig
+from transformers.models.swin.modeling_swin import SwinLayer
 
 from conversion.backbone_keys import convert_backbone_state_dict, original_backbone_config
 from modeling_avis.backbone_avis import AvisFrozenBatchNorm2d, build_backbone
@@ -292,10 +292,17 @@ def test_transformers_shrinking_swin_path_differs_where_a_stage_equals_the_windo
     inputs, dimensions, outputs = calls[0]
     assert dimensions == (12, 20) and (shifted_block.window_size, shifted_block.shift_size) == (window, window // 2)
 
-    shrinking = copy.deepcopy(shifted_block)
+    # transformers' own block on the same weights: always partitioned it computes ours, shrinking it does not
+    channels = inputs.shape[-1]
+    reference = SwinLayer(
+        backbone.config, channels, dimensions, backbone.config.num_heads[3], shift_size=window // 2
+    ).eval()
+    reference.load_state_dict(shifted_block.state_dict())
     with torch.no_grad():
-        shrunk = shrinking(inputs, dimensions, always_partition=False)[0]
-    assert (shrinking.window_size, shrinking.shift_size) == (window, 0)
+        partitioned = reference(inputs, dimensions, always_partition=True)[0]
+        shrunk = reference(inputs, dimensions, always_partition=False)[0]
+    assert relative_error(partitioned, outputs) <= TOLERANCE
+    assert (reference.window_size, reference.shift_size) == (window, 0)
     assert relative_error(shrunk, outputs) > 1e-2
 
 
@@ -306,8 +313,11 @@ def test_swin_mlp_branch_has_stochastic_depth_like_d2():
     assert keep == pytest.approx(0.7)  # the last block of a 0.3 drop-path schedule
     hidden_states = torch.randn(256, 4, 64)
     with torch.no_grad():
-        kept = block.mlp.eval()(hidden_states)
-        sampled = block.mlp.train()(hidden_states)
+        # without its attention branch the block is x + drop_path(MLP(norm(x)))
+        block.attention.o_proj.weight.zero_()
+        block.attention.o_proj.bias.zero_()
+        kept = block.eval()(hidden_states, (2, 2))[0] - hidden_states
+        sampled = block.train()(hidden_states, (2, 2))[0] - hidden_states
     is_kept = torch.isclose(sampled, kept / keep, atol=1e-6).flatten(1).all(1)
     is_dropped = (sampled == 0).flatten(1).all(1)
     assert bool((is_kept | is_dropped).all()) and 0 < int(is_dropped.sum()) < 256
