@@ -452,14 +452,14 @@ class AvisMaskFeatureReplay:
 
 def decode_video(model: AvisModel, encoding: AvisVideoEncoding) -> AvisModelOutput:
     """The second pass: the clip module over all frame queries. The output reads as `AvisModel.forward`'s (batch
-    of one), with the encoding's mask-feature store as the video's mask features."""
+    of one) for the post-processing, with the encoding's mask-feature store as the video's mask features; it leaves
+    out the frame queries and the clip module's other outputs (four (T, fQ, C) tensors: 245 MB at T=600), which
+    would otherwise stay in memory while a long video's masks are drawn."""
     clip_output = model.clip_module(encoding.frame_queries, encoding.audio_features)
     return AvisModelOutput(
         class_logits=clip_output.class_logits[-1, -1],
         mask_embeddings=clip_output.mask_embeddings[-1, -1],
         mask_features=[encoding.mask_features],
-        frame_queries=encoding.frame_queries[-1],
-        clip_output=clip_output,
     )
 
 
@@ -600,8 +600,10 @@ class AvisVideoSegmenter:
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
             with autocast():
-                encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
-                outputs = decode_video(self.model, encoding)
+                # no name holds the encoding: its frame queries go once the clip module has read them
+                outputs = decode_video(
+                    self.model, encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
+                )
             yield outputs
 
 

@@ -95,13 +95,16 @@ class OverlayPainter:
         # Lowest score first, so the most confident instance ends up on top where masks overlap.
         for track in sorted(self.result.tracks, key=lambda track: track.score):
             mask = track.mask(index)
-            if not mask.any():
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if not len(rows):
                 continue
+            # Drawn within the mask's box: outside it the mask is empty, as erosion's border is.
+            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            mask, layer = mask[box], rgba[box]
             colour = track_colour(track.track_id)
-            rgba[mask] = (*colour, round(255 * FILL_OPACITY))
-            rgba[_contour(mask, thickness=max(2, height // 180))] = (*colour, 255)
-            rows, cols = np.nonzero(mask)
-            labels.append((f"[{track.track_id}] {track.label_name} {track.score:.2f}", colour, cols.min(), rows.min()))
+            layer[mask] = (*colour, round(255 * FILL_OPACITY))
+            layer[_contour(mask, thickness=max(2, height // 180))] = (*colour, 255)
+            labels.append((f"[{track.track_id}] {track.label_name} {track.score:.2f}", colour, cols[0], rows[0]))
         canvas = Image.fromarray(rgba)  # (H, W, 4) uint8 is RGBA
         draw = ImageDraw.Draw(canvas)
         for text, colour, left, top in labels:

@@ -3,6 +3,7 @@
 import av
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from app.media import probe_upload, trim_video
 from modeling_avis.errors import AvisInputError
@@ -130,6 +131,23 @@ def test_sample_index_is_the_latest_timestamp_at_or_before_the_frame():
     painter = OverlayPainter(result_with([[box_mask(0, 1, 0, 1)] * 3], [0.5, 1.0, 1.5]))
     times = [0.0, 0.49, 0.5, 0.99, 1.0 - 1e-9, 1.0, 1.2, 1.5, 9.0]
     assert [painter.sample_index(t) for t in times] == [0, 0, 0, 0, 1, 1, 1, 2, 2]
+
+
+def test_fills_and_contours_are_those_of_the_whole_frame_where_masks_touch_the_border_and_overlap(monkeypatch):
+    # each mask is drawn within its box: its fill and contour must be those drawn on the whole frame
+    monkeypatch.setattr(OverlayPainter, "_draw_label", lambda *args: None)
+    generator = np.random.default_rng(0)
+    blobs = ndimage.gaussian_filter(generator.random((2, HEIGHT, WIDTH)), sigma=(0, 3, 3)) > 0.5
+    masks = [blobs[0], blobs[1] & box_mask(50, 200, 0, 150), box_mask(0, 40, 280, 320)]
+    overlay = OverlayPainter(result_with([[mask] for mask in masks], [0.0])).draw_overlay(0)
+
+    expected = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
+    for k in reversed(range(3)):  # lowest score first
+        edge = masks[k] & ~ndimage.binary_erosion(masks[k], iterations=2, border_value=0)
+        expected[masks[k]] = (*track_colour(k + 1), round(255 * FILL_OPACITY))
+        expected[edge] = (*track_colour(k + 1), 255)
+    assert np.count_nonzero(expected[..., 3]) > 0.3 * HEIGHT * WIDTH and np.count_nonzero(expected[..., 3] == 255) > 5000
+    assert np.array_equal(overlay, expected)
 
 
 def test_each_track_keeps_its_palette_colour_in_every_frame():
