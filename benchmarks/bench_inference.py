@@ -11,7 +11,9 @@ through both passes, the masks of the kept instances to RLE, the overlay of ever
 The model is the full-size R50 preset (with its VGGish audio encoder) with random weights drawn by the reference
 fixtures' rules (`draw_weights`): its scores spread as a trained model's do, so that it keeps instances (about 95
 of the 100 candidates above 0.3 on these videos). `--kept 10` keeps the CLI's usual 10 (`--max-instances 10`),
-`--kept all` every instance above the threshold.
+`--kept all` every instance above the threshold. Their masks are widened to objects' sizes (`widen_masks`).
+`--disk-budget` bounds the mask-feature spill as the CLI's does (frames beyond it are computed again): `none` gives
+the other side of that trade.
 
 Printed per run: instances kept, frames/s over the whole command (model loading excluded), the time of each stage
 (both passes with the post-processing, the overlay, the JSON), peak RSS, the RLE bytes of the results, and the peak
@@ -162,7 +164,10 @@ def child(args: argparse.Namespace) -> dict:
 
     transformers_logging.disable_progress_bar()
     reuse_freed_memory()
-    segmenter = AvisVideoSegmenter.from_pretrained(args.model, "cpu", DTYPES[args.dtype], cpu_threads=args.threads)
+    disk_budget = None if args.disk_budget == "none" else int(float(args.disk_budget) * 2**30)
+    segmenter = AvisVideoSegmenter.from_pretrained(
+        args.model, "cpu", DTYPES[args.dtype], cpu_threads=args.threads, disk_budget=disk_budget
+    )
     out = Path(args.out)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
@@ -225,7 +230,7 @@ def run_child(video: Path, model: Path, frames: int, dtype: str, kept: str, args
     temporary = work / "tmp"
     temporary.mkdir()
     command = [sys.executable, __file__, "--child", "--video", str(video), "--model", str(model), "--out", str(work),
-               "--dtype", dtype, "--kept", kept, "--threads", str(args.threads)]  # fmt: skip
+               "--dtype", dtype, "--kept", kept, "--threads", str(args.threads), "--disk-budget", args.disk_budget]  # fmt: skip
     try:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporary)}
@@ -259,6 +264,8 @@ def main() -> None:
     parser.add_argument("--kept", nargs="+", default=["10", "all"], help="instances kept: a number, or all")
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--disk-budget", default="1", help="GB of temporary disk for mask features, as the CLI's "
+                        "--disk-budget (default 1), or none: no bound")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "avis_bench_cache",
                         help="where the generated model folder and videos are kept between runs")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every row here")
@@ -275,7 +282,7 @@ def main() -> None:
     model = make_model_folder(args.cache / "r50_drawn_weights_objects")
     print(
         f"full-size R50 (drawn weights), {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} video at {SOURCE_FPS} fps sampled at 1 fps, "
-        f"{args.threads} threads, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}",
+        f"{args.threads} threads, {os.cpu_count()} CPUs, disk budget {args.disk_budget} GB, {time.strftime('%Y-%m-%d')}",
         flush=True,
     )
     print(HEADER, flush=True)
