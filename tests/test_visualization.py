@@ -146,7 +146,8 @@ def test_fills_and_contours_are_those_of_the_whole_frame_where_masks_touch_the_b
         edge = masks[k] & ~ndimage.binary_erosion(masks[k], iterations=2, border_value=0)
         expected[masks[k]] = (*track_colour(k + 1), round(255 * FILL_OPACITY))
         expected[edge] = (*track_colour(k + 1), 255)
-    assert np.count_nonzero(expected[..., 3]) > 0.3 * HEIGHT * WIDTH and np.count_nonzero(expected[..., 3] == 255) > 5000
+    assert np.count_nonzero(expected[..., 3]) > 0.3 * HEIGHT * WIDTH
+    assert np.count_nonzero(expected[..., 3] == 255) > 5000
     assert np.array_equal(overlay, expected)
 
 
