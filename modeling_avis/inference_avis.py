@@ -105,15 +105,15 @@ class AvisMaskFeatureStore:
 
     Frames are appended in order: the first ones are kept in memory up to `memory_budget` bytes, the next ones are
     written to a temporary file in `directory` (the system's default when None) up to `disk_budget` bytes, and the
-    rest are not kept: `recompute(start, stop)` makes their features again when they are read (None: no bound on
-    the file). It reads as a frame sequence: `len(store)` frames, `store[start:stop]` -> (t, C, h, w) on the device
+    rest are not kept: `recompute(start, stop)` makes their features again when they are read (without `recompute`,
+    or with `disk_budget` None, the file has no bound). It reads as a frame sequence: `len(store)` frames, `store[start:stop]` -> (t, C, h, w) on the device
     and in the dtype they came in, the same values whichever way each frame was kept.
     """
 
     def __init__(
         self,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        disk_budget: int = DEFAULT_DISK_BUDGET,
+        disk_budget: int | None = DEFAULT_DISK_BUDGET,
         directory: str | Path | None = None,
         recompute: Callable[[int, int], torch.Tensor] | None = None,
     ):
@@ -170,7 +170,7 @@ class AvisMaskFeatureStore:
             self._in_memory = AvisFrameBlocks(
                 MASK_FEATURE_BLOCK_FRAMES, max(self.memory_budget // self._frame_bytes, 0)
             )
-            if self.recompute is not None:
+            if self.recompute is not None and self.disk_budget is not None:
                 self._disk_capacity = max(self.disk_budget // self._frame_bytes, 0)
         elif mask_features.shape[1:] != self._frame_shape or mask_features.dtype != self._dtype:
             raise ValueError(
@@ -419,10 +419,7 @@ class AvisMaskFeatureReplay:
     def _compute(self, start: int, stop: int) -> None:
         if self._inputs is None or start < self._next_frame:
             device = next(self.model.parameters()).device
-            self._inputs = model_frame_chunks(
-                ({name: value.to(device) for name, value in chunk.items()} for chunk in self.chunks),
-                self.frame_chunk_size,
-            )
+            self._inputs = model_frame_chunks(_on_device(self.chunks, device), self.frame_chunk_size)
             self._next_frame = 0
         needed, first = [], None
         for chunk in self._inputs:
@@ -448,6 +445,13 @@ class AvisMaskFeatureReplay:
             computed[filled : filled + len(features)] = features
             filled += len(features)
         self._computed, self._computed_first = computed, first
+
+
+def _on_device(
+    chunks: Iterable[Mapping[str, torch.Tensor]], device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The chunks of model inputs, each moved to `device` as it is read."""
+    return ({name: value.to(device) for name, value in chunk.items()} for chunk in chunks)
 
 
 def decode_video(model: AvisModel, encoding: AvisVideoEncoding) -> AvisModelOutput:
@@ -592,11 +596,11 @@ class AvisVideoSegmenter:
         replay = None
         if self.disk_budget is not None and iter(chunks) is not chunks:
             replay = AvisMaskFeatureReplay(self.model, chunks, self.frame_chunk_size, pool, autocast)
-        inputs = ({name: value.to(device) for name, value in chunk.items()} for chunk in chunks)
+        inputs = _on_device(chunks, device)
         with (
             pool,
             torch.inference_mode(),
-            AvisMaskFeatureStore(self.memory_budget, self.disk_budget or 0, self.spill_directory, replay) as store,
+            AvisMaskFeatureStore(self.memory_budget, self.disk_budget, self.spill_directory, replay) as store,
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
             with autocast():
