@@ -297,12 +297,12 @@ def encode_video(
     frame_chunk_size: frames per pass (default: the config's); `AvisModel.forward` gives the same results when its
         config's `frame_chunk_size` is the same (and torch has as many threads).
     workers: chunks encoded at once, each in a thread of its own (or the `AvisEncodingWorkers` to encode them on).
-        With more than one, torch runs one thread per
-        worker during the pass (`torch.set_num_threads(1)`): `workers` cores encode their own frames instead of
-        splitting every operation between them,
-        so no core waits for the other at the end of each of the model's thousand operations per chunk: as fast on
-        an idle machine, and several times faster when other processes load its cores. The autocast state of the
-        calling thread carries over.
+        With more than one, torch runs one thread per worker during the pass (`torch.set_num_threads(1)`):
+        `workers` cores encode their own frames instead of splitting every operation between them, so no core waits
+        for the other at the end of each of the model's thousand operations per chunk: as fast on an idle machine,
+        and several times faster when other processes load its cores. The video's last chunks, fewer than the
+        workers, share the cores between them (`AvisEncodingWorkers.map`). The autocast state of the calling thread
+        carries over.
     """
     device_type = next(model.parameters()).device.type
     autocast = torch.autocast(
@@ -355,18 +355,54 @@ class AvisEncodingWorkers:
         self.count = count
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="avis-encode")
 
-    def map(self, function: Callable, items: Iterable) -> Iterator:
-        """function(item) for each item, in order."""
+    def map(self, function: Callable, items: Iterable, first_index: int = 0, num_items: int | None = None) -> Iterator:
+        """function(item) for each item, in order: `items` are the items `first_index`, `first_index + 1`, ... of a
+        video's `num_items` chunks (None: the video's chunks end with `items`).
+
+        A video's last `num_items % count` chunks, fewer than the workers, would each run on one core while the
+        others idle (3 frames on 2 cores: two frames' time, not one and a half): they run after all the others,
+        side by side, on `tail_threads` torch threads each. An item's thread count depends only on its index and
+        `num_items`, so an item computed again in a later map gets the same bits (the thread count changes float
+        sums in their last bits).
+        """
         with _torch_threads(1) if self.count > 1 else contextlib.nullcontext():
             # one item more per worker than run at once, so that a worker that finishes early (its core less busy)
             # starts on the next item rather than wait for the oldest one
-            running = deque()
+            running, tail = deque(), []
+            index = first_index
             for item in items:
-                running.append(self._pool.submit(function, item))
-                if len(running) == 2 * self.count:
+                if num_items is None:
+                    # the tail is known only at the end: an item waits until its group of `count` is complete
+                    tail.append(item)
+                    if (index + 1) % self.count == 0:
+                        running.extend(self._pool.submit(function, waiting) for waiting in tail)
+                        tail = []
+                elif index < self.tail_start(num_items):
+                    running.append(self._pool.submit(function, item))
+                else:
+                    tail.append(item)
+                index += 1
+                while len(running) >= 2 * self.count:
                     yield running.popleft().result()
             while running:
                 yield running.popleft().result()
+            threads = self.tail_threads(index if num_items is None else num_items)
+            running.extend(self._pool.submit(self._run_on, threads, function, item) for item in tail)
+            while running:
+                yield running.popleft().result()
+
+    def tail_start(self, num_items: int) -> int:
+        """The index of a video's first chunk that runs in its tail, on `tail_threads` threads."""
+        return num_items - num_items % self.count
+
+    def tail_threads(self, num_items: int) -> int:
+        """The torch threads of each chunk of a video's tail."""
+        return max(1, self.count // max(1, num_items % self.count))
+
+    @staticmethod
+    def _run_on(threads: int, function: Callable, item):
+        with _torch_threads(threads):
+            return function(item)
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -383,7 +419,8 @@ class AvisMaskFeatureReplay:
 
     chunks: the model inputs of the first pass, iterable again (a video's `AvisVideoChunks`, a list); each read that
     goes back iterates them once more from the start, skipping the frames before it. The frames meet the model in
-    the first pass's chunks, on as many workers and threads, so their features are the same to the bit.
+    the first pass's chunks, on as many workers and threads (`num_frames`, the video's length, set after the first
+    pass, tells which chunks ran in its tail), so their features are the same to the bit.
     """
 
     def __init__(
@@ -403,6 +440,7 @@ class AvisMaskFeatureReplay:
         self._next_frame = 0  # the first frame of the next chunk of `_inputs`
         self._computed: torch.Tensor | None = None  # the features of the latest chunks computed
         self._computed_first = 0
+        self.num_frames: int | None = None
 
     def __call__(self, start: int, stop: int) -> torch.Tensor:
         """The mask features (stop - start, C, h, w) of frames [start, stop)."""
@@ -439,7 +477,8 @@ class AvisMaskFeatureReplay:
 
         self._computed = None  # freed before the next ones are made
         computed, filled = None, 0
-        for features in self.workers.map(encode, needed):
+        num_chunks = -(-self.num_frames // self.frame_chunk_size)
+        for features in self.workers.map(encode, needed, first // self.frame_chunk_size, num_chunks):
             if computed is None:
                 computed = features.new_empty(sum(len(chunk) for chunk in needed), *features.shape[1:])
             computed[filled : filled + len(features)] = features
@@ -604,10 +643,11 @@ class AvisVideoSegmenter:
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
             with autocast():
-                # no name holds the encoding: its frame queries go once the clip module has read them
-                outputs = decode_video(
-                    self.model, encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
-                )
+                encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
+                if replay is not None:
+                    replay.num_frames = encoding.num_frames
+                outputs = decode_video(self.model, encoding)
+                del encoding  # its frame queries go once the clip module has read them
             yield outputs
 
 

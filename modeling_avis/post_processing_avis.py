@@ -2,6 +2,7 @@
 steps of `AvisProcessor.post_process_video_instance_segmentation`."""
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -9,11 +10,14 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-# Masks of one frame upsampled together when scoring: 4 x 384 x 640 float32 probabilities are 4 MB, within the cache.
-SCORE_GROUP = 4
 # Mask pixels (instances x frames x H x W) drawn at once: 2^25 float32 logits are 128 MB, whatever the number of
 # instances and the size of the video (a chunk holds one frame at least).
 DRAW_PIXELS = 1 << 25
+# Upsampled mask pixels made at once, in one frame's masks: 2^21 float32 logits are 8 MB, 9 masks at 360 x 640.
+REGION_PIXELS = 1 << 21
+# The four phases of a 4x bilinear upsampling (align_corners=False): output row 4k + j interpolates rows k - 1 and k
+# (shift 0) or k and k + 1 (shift 1) of the input, by this weight on the second.
+UPSAMPLING_PHASES = ((0, 0.625), (0, 0.875), (1, 0.125), (1, 0.375))
 
 
 @dataclass
@@ -63,47 +67,111 @@ def select_instances(class_logits: torch.Tensor, mask_embeddings: torch.Tensor, 
     )
 
 
+def upsample_4x(logits: torch.Tensor) -> torch.Tensor:
+    """(..., h, w) -> (..., 4h, 4w): bilinear upsampling with align_corners=False, as F.interpolate's (to float
+    rounding), in eight interpolations between shifted copies of the map, about three times as fast on the CPU.
+
+    With align_corners=False, output row 4k + j samples input row k + (2j - 3) / 8, so each of the four phases j
+    interpolates rows k - 1 and k (j < 2) or k and k + 1 with one fixed weight; the edge rows repeat, as the clamp
+    of F.interpolate. Columns alike.
+    """
+    *batch, height, width = logits.shape
+    edged = F.pad(logits.reshape(-1, height, width), (1, 1, 1, 1), mode="replicate")  # (B, h + 2, w + 2)
+    wide = logits.new_empty(edged.shape[0], height + 2, width, 4)
+    for phase, (shift, weight) in enumerate(UPSAMPLING_PHASES):
+        torch.lerp(edged[:, :, shift : shift + width], edged[:, :, shift + 1 : shift + 1 + width], weight,
+                   out=wide[..., phase])  # fmt: skip
+    wide = wide.view(-1, height + 2, 4 * width)
+    upsampled = logits.new_empty(edged.shape[0], height, 4, 4 * width)
+    for phase, (shift, weight) in enumerate(UPSAMPLING_PHASES):
+        torch.lerp(wide[:, shift : shift + height], wide[:, shift + 1 : shift + 1 + height], weight,
+                   out=upsampled[:, :, phase])  # fmt: skip
+    return upsampled.view(*batch, 4 * height, 4 * width)
+
+
 def mask_logits(
     mask_embeddings: torch.Tensor,
     mask_features: torch.Tensor,
-    padded_size: tuple[int, int],
     image_size: tuple[int, int],
 ) -> torch.Tensor:
     """Mask logits (N, t, h, w) at the unpadded input size, in float32, of (N, mask_dim) embeddings and
     (t, mask_dim, h/4, w/4) mask features at stride 4 of the padded frames."""
     logits = torch.einsum("nc,tchw->nthw", mask_embeddings.float(), mask_features.float())
-    logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
-    return logits[:, :, : image_size[0], : image_size[1]]
+    return upsample_4x(logits)[:, :, : image_size[0], : image_size[1]]
+
+
+def positive_regions(
+    logits: torch.Tensor, image_size: tuple[int, int]
+) -> Iterator[tuple[int, torch.Tensor, int, int, torch.Tensor]]:
+    """The upsampled logits of a frame's masks where they may be positive: (frame, masks, top, left, regions) for
+    groups of the masks of stride-4 logits (t, N, h/4, w/4) that have a positive logit.
+
+    `regions` (len(masks), H', W') covers the input size's rows `top, top + 1, ...` and columns `left, ...`; there
+    it has the logits of `mask_logits` where they are positive and logits <= 0 where they are not (to float
+    rounding), and outside it `mask_logits` gives logits <= 0. A mask covers a part of the frame, and upsampling is
+    most of the post-processing's time: only the box around a group's masks is upsampled.
+    Why: a bilinear sample is a weighted sum of its four neighbours with non-negative weights, so it is <= 0 unless
+    a neighbour is positive; the box of the masks' positive logits, grown by one pixel (whose logits are <= 0),
+    holds the neighbours of every sample that may be positive, and a sample that clamps at the box's edge reads
+    only that border: <= 0, as its true neighbours.
+    """
+    height, width = image_size
+    # the stride-4 rows that the upsampled rows inside the image read: row height - 1 samples between
+    # floor((2 height - 5) / 8) and the row after it (columns alike)
+    rows = min(logits.shape[-2], max(0, (2 * height - 5) // 8) + 2)
+    columns = min(logits.shape[-1], max(0, (2 * width - 5) // 8) + 2)
+    logits = logits[..., :rows, :columns]
+    positive = logits > 0
+    row_has, column_has = positive.any(-1), positive.any(-2)  # (t, N, rows), (t, N, columns)
+    frames, masks = row_has.any(-1).nonzero().unbind(-1)  # the masks with a positive logit
+
+    def span(has: torch.Tensor) -> list[list[int]]:  # first and last index of a True, (M, 2)
+        has = has[frames, masks].to(torch.uint8)
+        return torch.stack((has.argmax(-1), has.shape[-1] - 1 - has.flip(-1).argmax(-1)), -1).tolist()
+
+    group_size = max(1, REGION_PIXELS // (height * width))
+    boxes = zip(frames.tolist(), masks.tolist(), span(row_has), span(column_has))
+    for frame, frame_boxes in itertools.groupby(boxes, key=lambda box: box[0]):
+        frame_boxes = list(frame_boxes)
+        for first in range(0, len(frame_boxes), group_size):
+            group = frame_boxes[first : first + group_size]
+            top = max(min(box[2][0] for box in group) - 1, 0)
+            bottom = min(max(box[2][1] for box in group) + 1, rows - 1)
+            left = max(min(box[3][0] for box in group) - 1, 0)
+            right = min(max(box[3][1] for box in group) + 1, columns - 1)
+            indices = [box[1] for box in group]
+            regions = upsample_4x(logits[frame, indices, top : bottom + 1, left : right + 1])
+            yield (
+                frame,
+                torch.tensor(indices, device=logits.device),
+                4 * top,
+                4 * left,
+                regions[:, : height - 4 * top, : width - 4 * left],
+            )
 
 
 def mask_scores(
     mask_embeddings: torch.Tensor,
     mask_features: Sequence[torch.Tensor],
-    padded_size: tuple[int, int],
     image_size: tuple[int, int],
     chunk_size: int,
 ) -> torch.Tensor:
     """Each embedding's mask score: the mean probability inside its predicted mask, over all frames at the input size.
 
-    The mask is where the probability exceeds 0.5. The stride-4 logits are upsampled a few masks of one frame at a
-    time (SCORE_GROUP), so that the full-size probabilities stay in the cache rather than stream through memory.
-    mask_features: (T, mask_dim, h/4, w/4), a tensor or any frame sequence sliced the same way (`len`,
-    `[start:stop]`), such as `AvisMaskFeatureStore`.
+    The mask is where the probability exceeds 0.5, so only the upsampled logits that may be positive are made
+    (`positive_regions`). mask_features: (T, mask_dim, h/4, w/4), a tensor or any frame sequence sliced the same
+    way (`len`, `[start:stop]`), such as `AvisMaskFeatureStore`.
     """
     numerator = torch.zeros(len(mask_embeddings), dtype=torch.float32, device=mask_embeddings.device)
     denominator = torch.zeros_like(numerator)
-    height, width = image_size
     for start in range(0, len(mask_features), chunk_size):
         features = mask_features[start : start + chunk_size].float()
         logits = torch.einsum("nc,tchw->tnhw", mask_embeddings.float(), features)  # (t, N, h/4, w/4)
-        for frame_logits in logits:
-            for first in range(0, len(frame_logits), SCORE_GROUP):
-                group = frame_logits[None, first : first + SCORE_GROUP]
-                upsampled = F.interpolate(group, size=padded_size, mode="bilinear", align_corners=False)[0]
-                probabilities = upsampled[:, :height, :width].sigmoid_()
-                inside = F.threshold(probabilities, 0.5, 0.0, inplace=True)  # the probabilities above 0.5, else 0
-                numerator[first : first + SCORE_GROUP] += inside.sum((1, 2))
-                denominator[first : first + SCORE_GROUP] += torch.count_nonzero(inside, dim=(1, 2))
+        for _, queries, _, _, regions in positive_regions(logits, image_size):
+            inside = F.threshold(regions.sigmoid_(), 0.5, 0.0, inplace=True)  # the probabilities above 0.5, else 0
+            numerator.index_add_(0, queries, inside.sum((1, 2)))
+            # ceil: 1 inside, 0 outside; a sum of these floats is 8x as fast as one of the bools of a comparison
+            denominator.index_add_(0, queries, inside.ceil_().sum((1, 2)))
     return numerator / (denominator + 1e-6)
 
 
@@ -111,7 +179,6 @@ def score_instances(
     class_logits: torch.Tensor,
     mask_embeddings: torch.Tensor,
     mask_features: Sequence[torch.Tensor],
-    padded_size: tuple[int, int],
     image_size: tuple[int, int],
     num_detections: int = 100,
     score_threshold: float = 0.3,
@@ -120,12 +187,13 @@ def score_instances(
     """The instances of one video scoring above `score_threshold`, in descending score order.
 
     The score of a (query, class) pair is its class probability times its query's mask score (`mask_scores`).
-    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`).
+    mask_features: (T, mask_dim, h/4, w/4) at stride 4 of the padded frames, a tensor or a frame sequence (see
+    `mask_scores`); image_size: the frames' size before padding.
     """
     instances = select_instances(class_logits, mask_embeddings, num_detections)
     # a query kept for several classes has one mask: score each query once
     queries, pair_query = instances.query_indices.unique(return_inverse=True)
-    query_scores = mask_scores(mask_embeddings[queries], mask_features, padded_size, image_size, chunk_size)
+    query_scores = mask_scores(mask_embeddings[queries], mask_features, image_size, chunk_size)
     scores = instances.scores * query_scores[pair_query]
     keep = torch.nonzero(scores > score_threshold).squeeze(-1)
     keep = keep[scores[keep].argsort(descending=True, stable=True)]
@@ -135,7 +203,6 @@ def score_instances(
 def instance_mask_chunks(
     instances: AvisVideoInstances,
     mask_features: Sequence[torch.Tensor],
-    padded_size: tuple[int, int],
     image_size: tuple[int, int],
     target_size: tuple[int, int],
     chunk_size: int = 5,
@@ -143,18 +210,27 @@ def instance_mask_chunks(
     """The instances' masks (N, t, H, W) bool at `target_size` (logit > 0), `chunk_size` frames at a time, fewer when
     N x t masks would exceed DRAW_PIXELS; the logits are made for as many instances at a time as fit in it.
 
-    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`).
+    mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`); image_size: the
+    frames' size before padding. At that size, only where a mask may be is upsampled (`positive_regions`).
     """
     num_instances = len(instances.mask_embeddings)
-    largest = max(math.prod(padded_size), math.prod(target_size))
+    if not len(mask_features):
+        return
+    padded_pixels = 16 * math.prod(mask_features[0:1].shape[-2:])
+    largest = max(padded_pixels, math.prod(target_size))
     frames = max(1, min(chunk_size, DRAW_PIXELS // max(1, num_instances * largest)))
+    resized = tuple(target_size) != tuple(image_size)
     for start in range(0, len(mask_features), frames):
         features = mask_features[start : start + frames]
-        masks = torch.empty(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
-        group = max(1, DRAW_PIXELS // (len(features) * largest))
-        for first in range(0, num_instances, group):
-            logits = mask_logits(instances.mask_embeddings[first : first + group], features, padded_size, image_size)
-            if tuple(target_size) != tuple(image_size):  # at the same size, bilinear resizing is the identity
+        masks = torch.zeros(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
+        if resized:
+            group = max(1, DRAW_PIXELS // (len(features) * largest))
+            for first in range(0, num_instances, group):
+                logits = mask_logits(instances.mask_embeddings[first : first + group], features, image_size)
                 logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
-            torch.gt(logits, 0, out=masks[first : first + group])
+                torch.gt(logits, 0, out=masks[first : first + group])
+        else:
+            logits = torch.einsum("nc,tchw->tnhw", instances.mask_embeddings.float(), features.float())
+            for frame, indices, top, left, regions in positive_regions(logits, image_size):
+                masks[indices, frame, top : top + regions.shape[1], left : left + regions.shape[2]] = regions > 0
         yield masks

@@ -224,14 +224,13 @@ class AvisProcessor(ProcessorMixin):
             mask_features = outputs.mask_features[index]
             with torch.autocast(class_logits.device.type, enabled=False):
                 instances = score_instances(
-                    class_logits.float(), mask_embeddings.float(), mask_features, metadata.padded_size,
-                    metadata.image_size, self.num_detections, threshold, self.mask_chunk_size,
+                    class_logits.float(), mask_embeddings.float(), mask_features, metadata.image_size,
+                    self.num_detections, threshold, self.mask_chunk_size,
                 )  # fmt: skip
                 if max_instances is not None:
                     instances = instances.select(slice(0, max_instances))
                 masks = instance_mask_chunks(
-                    instances, mask_features, metadata.padded_size, metadata.image_size, metadata.original_size,
-                    self.mask_chunk_size,
+                    instances, mask_features, metadata.image_size, metadata.original_size, self.mask_chunk_size,
                 )  # fmt: skip
                 results.append(video_result(instances, masks, metadata, id2label))
         return results

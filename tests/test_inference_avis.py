@@ -1,5 +1,7 @@
 """Streaming inference: the two-pass path equals the one-shot path, the mask-feature store, the video segmenter."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from transformers import pipeline
 from modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, AvisProcessor, save_model_folder
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.inference_avis import (
+    AvisEncodingWorkers,
     AvisFrameBlocks,
     AvisMaskFeatureStore,
     AvisVideoSegmenter,
@@ -125,12 +128,15 @@ def test_store_computes_again_the_frames_past_its_disk_budget(tmp_path, memory_f
     assert asked == [(max(start, kept), stop) for start, stop in [(0, 10), (2, 7), (6, 9), (9, 10)] if stop > kept]
 
 
-def test_frames_past_the_disk_budget_are_computed_again_from_the_video_to_the_same_tracks(tiny_model_folder):
+@pytest.mark.parametrize("fps", [2.0, 1.0], ids=["10-frames", "5-frames"])  # 5: the last runs on both threads
+def test_frames_past_the_disk_budget_are_computed_again_from_the_video_to_the_same_tracks(tiny_model_folder, fps):
     clip = CLIPS[0]
-    unbounded = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0, disk_budget=None)
-    expected = unbounded(clip, fps=2.0)
-    bounded = AvisVideoSegmenter.from_pretrained(tiny_model_folder, device="cpu", memory_budget=0, disk_budget=1)
-    chunks = bounded.processor.iter_chunks(clip, bounded.frame_chunk_size, fps=2.0)
+    settings = {"device": "cpu", "memory_budget": 0, "cpu_threads": 2}
+    unbounded = AvisVideoSegmenter.from_pretrained(tiny_model_folder, disk_budget=None, **settings)
+    expected = unbounded(clip, fps=fps)
+    assert expected.num_frames == 5 * fps
+    bounded = AvisVideoSegmenter.from_pretrained(tiny_model_folder, disk_budget=1, **settings)
+    chunks = bounded.processor.iter_chunks(clip, bounded.frame_chunk_size, fps=fps)
     with bounded.outputs(chunks) as outputs:
         store = outputs.mask_features[0]
         assert store.dropped_frames == len(store) == expected.num_frames and store.spilled_frames == 0
@@ -141,6 +147,32 @@ def test_frames_past_the_disk_budget_are_computed_again_from_the_video_to_the_sa
     # a one-time iterator cannot be read again: its features all go to disk, whatever the budget
     with bounded.outputs(iter(list(chunks))) as outputs:
         assert outputs.mask_features[0].spilled_frames == expected.num_frames
+
+
+def test_a_videos_last_chunks_fewer_than_the_workers_run_after_the_others_on_all_their_threads():
+    runs = {}
+
+    def encode(item):
+        started = time.perf_counter()
+        time.sleep(0.05)
+        runs[item] = (torch.get_num_threads(), started, time.perf_counter())
+        return item * 10
+
+    with AvisEncodingWorkers(2) as workers:
+        assert list(workers.map(encode, range(5))) == [0, 10, 20, 30, 40]
+        assert {item: threads for item, (threads, _, _) in runs.items()} == {0: 1, 1: 1, 2: 1, 3: 1, 4: 2}
+        assert runs[4][1] >= max(end for _, _, end in (runs[item] for item in range(4)))  # once the others ended
+        # the same chunks given again, as the second pass computes them: on the same threads
+        runs.clear()
+        assert list(workers.map(encode, [3, 4], first_index=3, num_items=5)) == [30, 40]
+        assert {item: threads for item, (threads, _, _) in runs.items()} == {3: 1, 4: 2}
+        runs.clear()
+        assert list(workers.map(encode, range(4))) == [0, 10, 20, 30]  # no tail
+        assert {threads for threads, _, _ in runs.values()} == {1}
+    with AvisEncodingWorkers(3) as workers:  # a tail of 2 on 3 cores: one thread each, as the others
+        runs.clear()
+        assert list(workers.map(encode, range(5))) == [0, 10, 20, 30, 40]
+        assert {threads for threads, _, _ in runs.values()} == {1}
 
 
 @pytest.mark.parametrize("capacity", [None, 10, 12])
