@@ -9,7 +9,7 @@ from transformers.activations import GELUActivation
 from transformers.models.resnet.modeling_resnet import ResNetBottleNeckLayer, ResNetConvLayer, ResNetShortCut
 from transformers.models.swin.modeling_swin import SwinLayer, window_partition
 
-from .fused_layers import AvisLinear, compute_dtype, conv2d, linear, runs_fused
+from .fused_layers import AvisLinear, compute_dtype, conv2d, derived_parameters, linear, runs_fused
 
 # The pixel decoder reads res2..res5 (strides 4, 8, 16, 32): the four stages of either backbone.
 BACKBONE_STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -64,7 +64,6 @@ class AvisResNetConvLayer(nn.Module):
         self.convolution = convolution
         self.normalization = normalization
         self.activation = activation
-        self._folded = None  # (parameters' identity and versions, dtype), weight, bias
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         # (N, C, H, W) -> (N, C', H', W'); residual: (N, C', H', W')
@@ -75,18 +74,17 @@ class AvisResNetConvLayer(nn.Module):
         hidden_states = hidden_states if residual is None else hidden_states + residual
         return hidden_states if self.activation is None else F.relu(hidden_states)
 
-    @torch.no_grad()
     def folded_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The convolution's weight and bias with the batch norm folded in (w * s and b - mean * s, where s =
         weight / sqrt(var + eps)), in `dtype`; made again only when a parameter changes."""
         norm = self.normalization
+
+        def fold(weight, norm_weight, norm_bias, mean, variance):
+            scale = norm_weight * torch.rsqrt(variance + norm.eps)
+            return (weight * scale[:, None, None, None]).to(dtype), (norm_bias - mean * scale).to(dtype)
+
         tensors = (self.convolution.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-        key = (dtype, *((tensor.data_ptr(), tensor._version) for tensor in tensors))
-        if self._folded is None or self._folded[0] != key:
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            weight = self.convolution.weight * scale[:, None, None, None]
-            self._folded = (key, weight.to(dtype), (norm.bias - norm.running_mean * scale).to(dtype))
-        return self._folded[1:]
+        return derived_parameters(self, f"_folded_in_{dtype}", fold, *tensors)
 
 
 class AvisResNetBottleneckLayer(nn.Module):
@@ -195,8 +193,7 @@ class AvisSwinLayer(nn.Module):
         heads, head_dim = attention.num_attention_heads, attention.head_dim
         window_index, token_index, num_windows = self.window_indices(height, width, hidden_states.device)
 
-        qkv_weight = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight])
-        qkv_bias = torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias])
+        qkv_weight, qkv_bias = self.qkv_parameters()
         qkv = linear(self.layernorm_before(hidden_states), qkv_weight, qkv_bias)  # (B, H*W, 3C)
         # index H*W is a padding token: its projections are the biases
         qkv = torch.cat([qkv, qkv_bias.to(qkv.dtype).expand(batch_size, 1, -1)], dim=1)
@@ -217,6 +214,20 @@ class AvisSwinLayer(nn.Module):
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
         expanded = linear(self.layernorm_after(hidden_states), fc1.weight, fc1.bias, "gelu")
         return (self.residual_branch(fc2, expanded, hidden_states), None)
+
+    def qkv_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The q, k and v projections as one: their weights (3C, C) and biases (3C,) concatenated (at inference,
+        once: 7 MB of copying a stage-3 block of Swin-L saves at every frame)."""
+        attention = self.attention
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        parameters = [p.weight for p in projections] + [p.bias for p in projections]
+
+        def concatenate(*tensors):
+            return torch.cat(tensors[:3]), torch.cat(tensors[3:])
+
+        if torch.is_grad_enabled():
+            return concatenate(*parameters)
+        return derived_parameters(self, "_qkv_parameters", concatenate, *parameters)
 
     def residual_branch(self, projection: nn.Linear, branch: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + drop_path(projection(branch)); the add fused into the projection where nothing is dropped."""
@@ -250,7 +261,14 @@ class AvisSwinLayer(nn.Module):
     ) -> torch.Tensor:
         """The relative position bias, plus in shifted blocks -100 between tokens of different regions of the
         rolled map: (1 or B * windows, heads, ws^2, ws^2)."""
-        bias = self.attention.relative_position_bias().to(dtype)  # (1, heads, ws^2, ws^2)
+        relative = self.attention.relative_position_bias
+        if torch.is_grad_enabled():
+            bias = relative()  # (1, heads, ws^2, ws^2)
+        else:  # gathered from its table once
+            bias = derived_parameters(
+                self, "_relative_bias", lambda _: relative(), relative.relative_position_bias_table
+            )
+        bias = bias.to(dtype)
         if self.shift_size == 0:
             return bias
         padded_height, padded_width = self.padded_size(height, width)

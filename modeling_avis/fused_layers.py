@@ -10,6 +10,8 @@ whenever no gradient is recorded on the CPU, and the plain torch ops otherwise (
 compute in the autocast dtype, as `F.linear` / `F.conv2d` would.
 """
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -41,18 +43,26 @@ def _cast(dtype: torch.dtype, *tensors: torch.Tensor | None) -> list[torch.Tenso
 
 
 @torch.no_grad()
+def derived_parameters(module: nn.Module, name: str, make: Callable, *parameters: torch.Tensor | None):
+    """make(*parameters), kept on `module` as `name` until one of `parameters` changes (in place, or replaced, or
+    moved): for tensors an inference call would otherwise remake from the same weights at every call. Weights
+    made in inference mode keep no version counter: for them it is made at every call."""
+    if any(p is not None and p.is_inference() for p in parameters):
+        return make(*parameters)
+    key = tuple((None, None) if p is None else (p.data_ptr(), p._version) for p in parameters)
+    cached = module.__dict__.get(name)
+    if cached is None or cached[0] != key:
+        cached = (key, make(*parameters))
+        module.__dict__[name] = cached
+    return cached[1]
+
+
 def cast_parameters(module: nn.Module, dtype: torch.dtype, *parameters: torch.Tensor | None) -> list:
-    """`parameters` of `module` in `dtype`, cast once and kept on the module until one of them changes (in place, or
-    replaced, or moved). Under bf16 autocast the fused kernels take bf16 weights; cast at every call, the pixel
-    and frame decoders' weights cost 2 % of a frame's time."""
+    """`parameters` of `module` in `dtype` (see `derived_parameters`). Under bf16 autocast the fused kernels take
+    bf16 weights; cast at every call, the pixel and frame decoders' weights cost 2 % of a frame's time."""
     if all(p is None or p.dtype == dtype for p in parameters):
         return list(parameters)
-    key = (dtype, *((None, None) if p is None else (p.data_ptr(), p._version) for p in parameters))
-    cached = getattr(module, "_cast_parameters", None)
-    if cached is None or cached[0] != key:
-        cached = (key, _cast(dtype, *parameters))
-        module._cast_parameters = cached
-    return cached[1]
+    return derived_parameters(module, f"_parameters_in_{dtype}", lambda *p: _cast(dtype, *p), *parameters)
 
 
 def linear(
@@ -129,4 +139,13 @@ class AvisConv2d(nn.Conv2d):
         return conv2d(hidden_states, self, weight, bias, self.activation, residual)
 
 
-__all__ = ["AvisConv2d", "AvisLinear", "cast_parameters", "compute_dtype", "conv2d", "linear", "runs_fused"]
+__all__ = [
+    "AvisConv2d",
+    "AvisLinear",
+    "cast_parameters",
+    "compute_dtype",
+    "conv2d",
+    "derived_parameters",
+    "linear",
+    "runs_fused",
+]

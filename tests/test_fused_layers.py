@@ -92,3 +92,24 @@ def test_folded_weights_follow_a_change_of_the_batch_norm():
         expected = layer(x).detach()
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(before, after)
+
+
+def test_weights_cast_for_bfloat16_follow_a_change_of_the_layer():
+    layer = AvisLinear(8, 4).eval()
+    x, before_bias = torch.randn(3, 8), layer.bias.detach().clone()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = layer(x)
+        assert torch.equal(layer(x), before)  # the cast weights kept
+        with torch.no_grad():
+            layer.weight.mul_(2.0)  # in place
+        doubled = layer(x)
+    layer.weight = torch.nn.Parameter(torch.zeros(4, 8))  # replaced
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        replaced = layer(x)
+        layer.bias = torch.nn.Parameter(torch.ones(4))  # made in inference mode: no version to follow
+        made_in_inference_mode = layer(x)
+    assert torch.equal(made_in_inference_mode, torch.ones(3, 4, dtype=torch.bfloat16))
+    layer.bias = torch.nn.Parameter(torch.zeros(4))
+    expected = torch.zeros(3, 4, dtype=torch.bfloat16) + before_bias.bfloat16()
+    assert not torch.allclose(doubled.float(), before.float(), atol=1e-2)
+    assert torch.equal(replaced, expected)
