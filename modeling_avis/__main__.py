@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=list(DTYPES),
         default="float32",
-        help="run the model in bfloat16 (CPU or CUDA: 1.4-1.6x as fast on a 2-core CPU, no longer the original's "
+        help="run the model in bfloat16 (CPU or CUDA: about 1.6x as fast on a 2-core CPU, no longer the original's "
         "numbers to 1e-4) or float16 (CUDA) (default: float32)",
     )
     predict.add_argument("--threads", type=_positive_int, help="CPU cores to use (default: torch's thread count)")

@@ -512,7 +512,7 @@ class AvisVideoSegmenter:
     model (`AvisModel`): in eval mode, on its device.
     processor (`AvisProcessor`): the processor the model was trained with.
     autocast_dtype (`torch.dtype`, *optional*): run the model under autocast in this dtype (torch.bfloat16 on CPU or
-        CUDA, torch.float16 on CUDA): 1.4-1.6x as fast on a 2-core CPU, results no longer the original's to 1e-4; the
+        CUDA, torch.float16 on CUDA): about 1.6x as fast on a 2-core CPU, results no longer the original's to 1e-4; the
         post-processing stays in float32. None runs in float32, as the parity tests.
     memory_budget (`int`): bytes of mask features kept in memory; a long video's next ones go to a temporary file.
     disk_budget (`int`): bytes of mask features that file may hold; the rest are computed again, from the video read
