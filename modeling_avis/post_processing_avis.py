@@ -118,9 +118,9 @@ def positive_regions(
     """The upsampled logits of a frame's masks where they may be positive: (frame, masks, top, left, regions) for
     groups of the masks of stride-4 logits (t, N, h/4, w/4) that have a positive logit.
 
-    `regions` (len(masks), H', W'), valid until the next group is made, covers the input size's rows `top, top + 1, ...` and columns `left, ...`; there
-    it has the logits of `mask_logits` where they are positive and logits <= 0 where they are not (to float
-    rounding), and outside it `mask_logits` gives logits <= 0. A mask covers a part of the frame, and upsampling is
+    `regions` (len(masks), H', W'), valid until the next group is made, covers the input size's rows `top, top + 1,
+    ...` and columns `left, ...`; there it has the logits of `mask_logits` where they are positive and logits <= 0
+    where they are not (to float rounding), and outside it `mask_logits` gives logits <= 0. A mask covers a part of the frame, and upsampling is
     most of the post-processing's time: only the box around a group's masks is upsampled.
     Why: a bilinear sample is a weighted sum of its four neighbours with non-negative weights, so it is <= 0 unless
     a neighbour is positive; the box of the masks' positive logits, grown by one pixel (whose logits are <= 0),
@@ -142,8 +142,7 @@ def positive_regions(
         return torch.stack((has.argmax(-1), has.shape[-1] - 1 - has.flip(-1).argmax(-1)), -1).tolist()
 
     group_size = max(1, REGION_PIXELS // (height * width))
-    # one workspace for every group: regions of changing sizes allocated one after another fragment the heap (the
-    # peak RSS of a 600-frame video grew by 0.8 GB)
+    # one workspace for every group, rather than an allocation of another size for each
     workspace = logits.new_empty(upsampling_workspace((min(group_size, logits.shape[1]), rows, columns)))
     boxes = zip(frames.tolist(), masks.tolist(), span(row_has), span(column_has))
     for frame, frame_boxes in itertools.groupby(boxes, key=lambda box: box[0]):
@@ -237,7 +236,9 @@ def instance_mask_chunks(
     resized = tuple(target_size) != tuple(image_size)
     for start in range(0, len(mask_features), frames):
         features = mask_features[start : start + frames]
-        masks = torch.zeros(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
+        # resized: every pixel is written; else only the regions, on zeros
+        allocate = torch.empty if resized else torch.zeros
+        masks = allocate(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
         if resized:
             group = max(1, DRAW_PIXELS // (len(features) * largest))
             for first in range(0, num_instances, group):
