@@ -168,9 +168,10 @@ class AvisSwinLayer(nn.Module):
 
     Padding tokens never go through a projection: a zero token's query, key and value are the projections' biases,
     and attention outputs at padding are cropped away, so the q/k/v projection (one matmul) runs on the H*W real
-    tokens and the output projection after the windows are merged, with the residual add fused in. For stage 4 of
-    Swin-L at 448x800 that is 350 tokens instead of 864. Windows are gathered and merged by one index each (the pad,
-    roll and partition of the reference in one copy), and the attention runs through SDPA.
+    tokens and one zero token, and the output projection after the windows are merged, with the residual add fused
+    in. For stage 4 of Swin-L at 448x800 that is 351 tokens instead of 864. Windows are gathered and merged by one
+    index each (the pad, roll and partition of the reference in one copy), and the attention runs through SDPA, on
+    groups of windows that share a mask (`windows`).
     """
 
     def __init__(self, layer: SwinLayer):
@@ -191,24 +192,29 @@ class AvisSwinLayer(nn.Module):
         attention = self.attention
         batch_size, _, channels = hidden_states.shape
         heads, head_dim = attention.num_attention_heads, attention.head_dim
-        window_index, token_index, num_windows = self.window_indices(height, width, hidden_states.device)
+        gather, scatter, counts, regions = self.windows(height, width, batch_size, hidden_states.device)
 
         qkv_weight, qkv_bias = self.qkv_parameters()
-        qkv = linear(self.layernorm_before(hidden_states), qkv_weight, qkv_bias)  # (B, H*W, 3C)
-        # index H*W is a padding token: its projections are the biases
-        qkv = torch.cat([qkv, qkv_bias.to(qkv.dtype).expand(batch_size, 1, -1)], dim=1)
-        windows = qkv[:, window_index].view(batch_size * num_windows, self.window_size**2, 3, heads, head_dim)
+        # a zero token appended: its projections are the biases, the padding's (B, H*W + 1, 3C)
+        qkv = linear(F.pad(self.layernorm_before(hidden_states), (0, 0, 0, 1)), qkv_weight, qkv_bias)
+        windows = qkv.flatten(0, 1)[gather].view(-1, self.window_size**2, 3, heads, head_dim)
         query, key, value = windows.permute(2, 0, 3, 1, 4)  # each (B * windows, heads, ws^2, head_dim)
-        attended = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=self.attention_bias(height, width, batch_size, query.dtype, query.device),
-            dropout_p=attention.attention_dropout if self.training else 0.0,
-            scale=attention.scaling,
-        )
-        # (B * windows, heads, ws^2, head_dim) -> the real tokens in raster order, (B, H*W, C)
-        attended = attended.transpose(1, 2).reshape(batch_size, -1, channels)[:, token_index]
+        attended, first = [], 0
+        for count, attention_mask in zip(counts, self.attention_masks(regions, query.dtype)):
+            window_slice = slice(first, first + count)
+            attended.append(
+                F.scaled_dot_product_attention(
+                    query[window_slice],
+                    key[window_slice],
+                    value[window_slice],
+                    attn_mask=attention_mask,
+                    dropout_p=attention.attention_dropout if self.training else 0.0,
+                    scale=attention.scaling,
+                ).transpose(1, 2)  # (count, ws^2, heads, head_dim)
+            )
+            first += count
+        # the window positions in gather's order -> the real tokens in raster order, (B, H*W, C)
+        attended = torch.cat(attended).view(-1, channels)[scatter].view(batch_size, -1, channels)
         hidden_states = self.residual_branch(attention.o_proj, attended, hidden_states)
 
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
@@ -238,10 +244,16 @@ class AvisSwinLayer(nn.Module):
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // self.window_size) * self.window_size, -(-width // self.window_size) * self.window_size
 
-    def window_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Where the windows read their tokens, and the tokens their windows: `window_index` (windows * ws^2,) is
-        the raster index of each window position on the zero-padded (padding: H*W), cyclically shifted map,
-        `token_index` (H*W,) the window position of each real token."""
+    def windows(
+        self, height: int, width: int, batch_size: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+        """How B maps of H*W tokens (and a padding token after each) are cut into windows, grouped by the regions of
+        the rolled map their positions are in: `gather` (B * windows * ws^2,) the flat index, among the B * (H*W + 1)
+        tokens, of each window position on the zero-padded, cyclically shifted maps, group after group; `scatter`
+        (B * H*W,) the window position of each real token; `counts` the windows of each group; `regions` (groups,
+        ws^2) the region of each position of a group's windows. A shifted block's windows fall in four groups (the
+        interior, along the bottom, along the right, the corner), one without a shift in one: a group's windows
+        share one attention mask (`attention_masks`), broadcast rather than made for each window."""
         padded_height, padded_width = self.padded_size(height, width)
         rows = torch.arange(padded_height, device=device).roll(-self.shift_size)
         columns = torch.arange(padded_width, device=device).roll(-self.shift_size)
@@ -250,17 +262,28 @@ class AvisSwinLayer(nn.Module):
             rows[:, None] * width + columns[None, :],
             height * width,
         )
-        window_index = window_partition(index[None, :, :, None], self.window_size).flatten()
-        token_index = torch.empty(height * width + 1, dtype=torch.long, device=device)
-        token_index[window_index] = torch.arange(len(window_index), device=device)
-        num_windows = len(window_index) // self.window_size**2
-        return window_index, token_index[: height * width], num_windows
+        window_tokens = window_partition(index[None, :, :, None], self.window_size).flatten(1)  # (windows, ws^2)
+        regions, window_group = self.window_regions(height, width, device).unique(dim=0, return_inverse=True)
+        order = window_group.argsort(stable=True)
+        counts = window_group.bincount(minlength=len(regions)).tolist()
+        offsets = torch.arange(batch_size, device=device)[:, None, None] * (height * width + 1)
+        tokens = offsets + window_tokens[order]  # (B, windows, ws^2), windows in their groups' order
+        gather = torch.cat([group.flatten() for group in tokens.split(counts, dim=1)])
+        scatter = torch.empty(batch_size * (height * width + 1), dtype=torch.long, device=device)
+        scatter[gather] = torch.arange(len(gather), device=device)
+        scatter = scatter.view(batch_size, -1)[:, : height * width].flatten()
+        return gather, scatter, [batch_size * count for count in counts], regions
 
-    def attention_bias(
-        self, height: int, width: int, batch_size: int, dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        """The relative position bias, plus in shifted blocks -100 between tokens of different regions of the
-        rolled map: (1 or B * windows, heads, ws^2, ws^2)."""
+    def window_regions(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Which region of the rolled map each window position is in, (windows, ws^2): the regions that a shifted
+        block keeps apart (all 0 in a block without a shift)."""
+        padded_height, padded_width = self.padded_size(height, width)
+        region = self.shift_regions(padded_height, device)[:, None] * 3 + self.shift_regions(padded_width, device)
+        return window_partition(region[None, :, :, None], self.window_size).flatten(1)
+
+    def attention_masks(self, regions: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        """For each group of windows (`windows`), the relative position bias plus -100 between positions in
+        different regions: (1, heads, ws^2, ws^2) each."""
         relative = self.attention.relative_position_bias
         if torch.is_grad_enabled():
             bias = relative()  # (1, heads, ws^2, ws^2)
@@ -269,16 +292,13 @@ class AvisSwinLayer(nn.Module):
                 self, "_relative_bias", lambda _: relative(), relative.relative_position_bias_table
             )
         bias = bias.to(dtype)
-        if self.shift_size == 0:
-            return bias
-        padded_height, padded_width = self.padded_size(height, width)
-        region = self.shift_regions(padded_height, device)[:, None] * 3 + self.shift_regions(padded_width, device)
-        region = window_partition(region[None, :, :, None], self.window_size).flatten(1)  # (windows, ws^2)
-        shift_mask = torch.where(region[:, :, None] == region[:, None, :], 0.0, -100.0).to(dtype)
-        return (shift_mask[:, None] + bias).expand(batch_size, -1, -1, -1, -1).flatten(0, 1)
+        apart = regions[:, :, None] != regions[:, None, :]  # (groups, ws^2, ws^2)
+        return [torch.where(group_apart, -100.0, 0.0).to(dtype) + bias for group_apart in apart]
 
     def shift_regions(self, length: int, device: torch.device) -> torch.Tensor:
-        """Which of the rolled map's three regions along an axis each position is in (0, 1, 2)."""
+        """Which of the rolled map's three regions along an axis each position is in (0, 1, 2; all 0 unshifted)."""
+        if self.shift_size == 0:
+            return torch.zeros(length, dtype=torch.long, device=device)
         positions = torch.arange(length, device=device)
         return (positions >= length - self.window_size).long() + (positions >= length - self.shift_size).long()
 

@@ -249,7 +249,8 @@ def test_swin_keeps_full_shifted_windows_on_stages_no_larger_than_the_window(hei
     backbone, original = load_original_backbone("swin_tiny")
     window = backbone.config.window_size
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=generator)
+    # two frames: a batch's windows are grouped by their mask across its frames
+    images = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=generator)
     pixel_values = backbone_input(images, manifest("swin_tiny")["key_config_values"])
 
     calls = []
