@@ -78,8 +78,9 @@ def run_with_stages(model, processor: AvisProcessor, images: torch.Tensor, audio
         recorder.watch(f"encoder_layer{index}", layer)
     try:
         with torch.no_grad():
-            # every frame-decoder layer's predictions are captured too (the auxiliary outputs)
-            output = base(pixel_values[None], audio[None], output_auxiliary_logits=True)
+            # every frame-decoder layer's predictions are captured too (the auxiliary outputs), and the clip
+            # module's window encoders' outputs
+            output = base(pixel_values[None], audio[None], output_auxiliary_logits=True, output_hidden_states=True)
     finally:
         recorder.remove()
     captured = {name: values for name, values in recorder.outputs.items()}

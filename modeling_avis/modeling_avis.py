@@ -59,8 +59,10 @@ class AvisClipOutput(ModelOutput):
     mask_embeddings (`(D, L, B, cQ, mask_dim)`): the matching mask embeddings.
     clip_query_embeddings (`(D, L, B, cQ, C)`): clip queries projected for the similarity loss.
     frame_query_embeddings (`(L, B, T, fQ, C)`): audio-fused frame queries projected for the similarity loss.
-    encoded_frame_queries (`(L, B, T, fQ, C)`): frame queries after the temporal window encoder.
-    audio_visual_features (`(L, B, T, fQ, C)`): audio tokens after the audio-visual fusion encoder.
+    encoded_frame_queries (`(L, B, T, fQ, C)`): frame queries after the temporal window encoder (with
+        `output_hidden_states`).
+    audio_visual_features (`(L, B, T, fQ, C)`): audio tokens after the audio-visual fusion encoder (with
+        `output_hidden_states`).
     """
 
     class_logits: torch.Tensor | None = None
@@ -515,10 +517,15 @@ class AvisClipModule(nn.Module):
         self.clip_similarity_projection = AvisLinear(dim, dim)
 
     def forward(
-        self, frame_queries: torch.Tensor, audio_features: torch.Tensor, output_auxiliary_logits: bool = False
+        self,
+        frame_queries: torch.Tensor,
+        audio_features: torch.Tensor,
+        output_auxiliary_logits: bool = False,
+        output_hidden_states: bool = False,
     ) -> AvisClipOutput:
         # frame_queries: (L, B, T, fQ, C) from L frame-decoder layers; audio_features: (B, T, audio_dim);
-        # output_auxiliary_logits: every decoder layer's predictions (D of them), else the last layer's
+        # output_auxiliary_logits: every decoder layer's predictions (D of them), else the last layer's;
+        # output_hidden_states: also the window encoders' outputs (two more (L, B, T, fQ, C) tensors held)
         num_layers, batch, num_frames, num_queries, _ = frame_queries.shape
         frame_queries = self.input_projection(frame_queries.flatten(0, 1))  # (LB, T, fQ, C), index l * B + b
         audio = self.audio_projection(audio_features)  # (B, T, C)
@@ -557,9 +564,13 @@ class AvisClipModule(nn.Module):
 
         frame_queries, audio = frame_queries[:, :num_frames], audio[:, :num_frames]
         fused = (frame_queries + audio).flatten(1, 2)  # (LB, T*fQ, C)
-        frame_query_embeddings = self.frame_similarity_projection(fused).view(
-            num_layers, batch, num_frames, num_queries, -1
-        )
+        hidden_states = {}
+        if output_hidden_states:
+            hidden_states = {
+                "encoded_frame_queries": frame_queries.unflatten(0, (num_layers, batch)),
+                "audio_visual_features": audio.unflatten(0, (num_layers, batch)),
+            }
+        del frame_queries, audio  # a long video's decoder holds only the fused tokens
         memory_positions = self.frame_query_position_embeddings.weight.repeat(num_frames, 1)[None]  # (1, T*fQ, C)
         query_positions = self.query_position_embeddings.weight[None]  # (1, cQ, C)
         queries = self.query_features.weight[None].expand(fused.shape[0], -1, -1)  # (LB, cQ, C)
@@ -575,9 +586,10 @@ class AvisClipModule(nn.Module):
             class_logits=self.class_predictor(outputs),
             mask_embeddings=self.mask_embedder(outputs),
             clip_query_embeddings=self.clip_similarity_projection(outputs),
-            frame_query_embeddings=frame_query_embeddings,
-            encoded_frame_queries=frame_queries.unflatten(0, (num_layers, batch)),
-            audio_visual_features=audio.unflatten(0, (num_layers, batch)),
+            frame_query_embeddings=self.frame_similarity_projection(fused).view(
+                num_layers, batch, num_frames, num_queries, -1
+            ),
+            **hidden_states,
         )
 
     @staticmethod
@@ -606,21 +618,23 @@ class AvisClipModule(nn.Module):
     def windowed(self, hidden_states, memory, window, masks: "AvisWindowMasks", layer):
         """Run `layer(x, memory, mask)` on each temporal window of (LB, T, fQ, C) hidden states (and of the memory,
         when not None), `clip_window_chunk_size` windows at a time: the layers' temporaries (the feed-forward
-        layer's are 8x its input) stay the size of a few windows for a video of any length."""
+        layer's are 8x its input) stay the size of a few windows for a video of any length. Shifted windows read
+        their frames rolled by `masks.shift` (frame i of the rolled video is frame i - shift) a chunk at a time, and
+        write their outputs to those frames: the video is never copied whole to roll it and back."""
         batch, frames, queries, dim = hidden_states.shape
-
-        def to_windows(x):
-            x = torch.roll(x, masks.shift, dims=1) if masks.shift else x
-            return x.reshape(batch, frames // window, window * queries, dim)
-
-        states = to_windows(hidden_states)
-        memory = None if memory is None else to_windows(memory)
-        output = torch.empty_like(states)
-        for start in range(0, states.shape[1], self.window_chunk_size):
-            chunk = slice(start, start + self.window_chunk_size)
-            output[:, chunk] = layer(states[:, chunk], None if memory is None else memory[:, chunk], masks[chunk])
-        output = output.view(batch, frames, queries, dim)
-        return torch.roll(output, -masks.shift, dims=1) if masks.shift else output
+        output = torch.empty_like(hidden_states)
+        chunk_frames = self.window_chunk_size * window
+        for start in range(0, frames, chunk_frames):
+            rolled = torch.arange(start, min(start + chunk_frames, frames), device=hidden_states.device)
+            index = (rolled - masks.shift) % frames
+            states, memory_states = (
+                None if x is None else x.index_select(1, index).view(batch, -1, window * queries, dim)
+                for x in (hidden_states, memory)
+            )
+            chunk = slice(start // window, start // window + self.window_chunk_size)
+            windows = layer(states, memory_states, masks[chunk])
+            output.index_copy_(1, index, windows.view(batch, -1, queries, dim))
+        return output
 
 
 @dataclass
@@ -784,6 +798,7 @@ class AvisModel(AvisPreTrainedModel):
         audio_features: torch.Tensor | None = None,
         audio_log_mel: torch.Tensor | None = None,
         output_auxiliary_logits: bool | None = None,
+        output_hidden_states: bool = False,
     ) -> AvisModelOutput:
         r"""
         pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded (as the processor pads them).
@@ -793,6 +808,8 @@ class AvisModel(AvisPreTrainedModel):
         output_auxiliary_logits (`bool`, *optional*): also return the predictions of every frame- and clip-decoder
             layer, the clip module run on the last `num_frame_query_layers` frame-decoder layers (what the loss
             needs; default: `config.output_auxiliary_logits`). Inference needs only the last layers'.
+        output_hidden_states (`bool`): also return the clip module's window-encoder outputs (`AvisClipOutput`'s
+            `encoded_frame_queries` and `audio_visual_features`).
         """
         if (audio_features is None) == (audio_log_mel is None):
             raise ValueError("give exactly one of audio_features and audio_log_mel")
@@ -814,7 +831,7 @@ class AvisModel(AvisPreTrainedModel):
         mask_features = mask_features.unflatten(0, (batch, num_frames))  # (B, T, mask_dim, h, w)
 
         frame_queries = frame_output.frame_queries.unflatten(1, (batch, num_frames))  # (L, B, T, fQ, C)
-        clip_output = self.clip_module(frame_queries, audio_features, output_auxiliary_logits)
+        clip_output = self.clip_module(frame_queries, audio_features, output_auxiliary_logits, output_hidden_states)
         return AvisModelOutput(
             class_logits=clip_output.class_logits[-1, -1],
             mask_embeddings=clip_output.mask_embeddings[-1, -1],

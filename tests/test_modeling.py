@@ -290,9 +290,13 @@ def test_an_unreachable_kernel_hub_warns_and_keeps_pytorch(monkeypatch, tiny_inp
 @pytest.mark.parametrize("window", [0, 3, 6])
 def test_clip_window_settings_run_and_pad(window, tiny_inputs):
     model = AvisModel(tiny_config(clip_window_size=window)).eval()
-    output = run(model, *tiny_inputs)
+    with torch.no_grad():
+        output = model(*tiny_inputs, output_hidden_states=True)
     assert output.clip_output.encoded_frame_queries.shape == (1, 1, 7, 10, 32)
+    assert output.clip_output.audio_visual_features.shape == (1, 1, 7, 10, 32)
     assert torch.isfinite(output.class_logits).all()
+    # without output_hidden_states the window encoders' outputs are not held
+    assert run(model, *tiny_inputs).clip_output.encoded_frame_queries is None
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -306,7 +310,7 @@ def test_clip_windows_run_a_few_at_a_time_with_the_same_result(train):
         model = AvisModel(tiny_config(clip_window_size=2, clip_window_chunk_size=chunk_size)).train(train)
         model.load_state_dict(whole.state_dict())
         with torch.no_grad():
-            outputs.append(model.clip_module(frame_queries, audio))
+            outputs.append(model.clip_module(frame_queries, audio, output_hidden_states=True))
     for output in outputs[:-1]:
         assert (output.encoded_frame_queries - outputs[-1].encoded_frame_queries).abs().max() < 1e-5
         assert (output.audio_visual_features - outputs[-1].audio_visual_features).abs().max() < 1e-5
