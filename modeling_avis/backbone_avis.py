@@ -199,20 +199,20 @@ class AvisSwinLayer(nn.Module):
         qkv = linear(F.pad(self.layernorm_before(hidden_states), (0, 0, 0, 1)), qkv_weight, qkv_bias)
         windows = qkv.flatten(0, 1)[gather].view(-1, self.window_size**2, 3, heads, head_dim)
         query, key, value = windows.permute(2, 0, 3, 1, 4)  # each (B * windows, heads, ws^2, head_dim)
-        attended, first = [], 0
-        for count, attention_mask in zip(counts, self.attention_masks(regions, query.dtype)):
-            window_slice = slice(first, first + count)
-            attended.append(
-                F.scaled_dot_product_attention(
-                    query[window_slice],
-                    key[window_slice],
-                    value[window_slice],
-                    attn_mask=attention_mask,
-                    dropout_p=attention.attention_dropout if self.training else 0.0,
-                    scale=attention.scaling,
-                ).transpose(1, 2)  # (count, ws^2, heads, head_dim)
-            )
-            first += count
+        groups = zip(
+            query.split(counts), key.split(counts), value.split(counts), self.attention_masks(regions, query.dtype)
+        )
+        attended = [
+            F.scaled_dot_product_attention(
+                group_query,
+                group_key,
+                group_value,
+                attn_mask=attention_mask,
+                dropout_p=attention.attention_dropout if self.training else 0.0,
+                scale=attention.scaling,
+            ).transpose(1, 2)  # (windows of the group, ws^2, heads, head_dim)
+            for group_query, group_key, group_value, attention_mask in groups
+        ]
         # the window positions in gather's order -> the real tokens in raster order, (B, H*W, C)
         attended = torch.cat(attended).view(-1, channels)[scatter].view(batch_size, -1, channels)
         hidden_states = self.residual_branch(attention.o_proj, attended, hidden_states)

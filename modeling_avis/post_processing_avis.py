@@ -120,8 +120,9 @@ def positive_regions(
 
     `regions` (len(masks), H', W'), valid until the next group is made, covers the input size's rows `top, top + 1,
     ...` and columns `left, ...`; there it has the logits of `mask_logits` where they are positive and logits <= 0
-    where they are not (to float rounding), and outside it `mask_logits` gives logits <= 0. A mask covers a part of the frame, and upsampling is
-    most of the post-processing's time: only the box around a group's masks is upsampled.
+    where they are not (to float rounding), and outside it `mask_logits` gives logits <= 0. A mask covers a part of
+    the frame, and upsampling is most of the post-processing's time: only the box around a group's masks is
+    upsampled.
     Why: a bilinear sample is a weighted sum of its four neighbours with non-negative weights, so it is <= 0 unless
     a neighbour is positive; the box of the masks' positive logits, grown by one pixel (whose logits are <= 0),
     holds the neighbours of every sample that may be positive, and a sample that clamps at the box's edge reads
