@@ -11,8 +11,6 @@ A bad input is reported in one line and the command exits with status 2; in a fo
 """
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -23,6 +21,7 @@ from tqdm import tqdm
 
 from .entry_point import BAD_INPUT, OneLineArgumentParser, run_command
 from .errors import AvisError, AvisInputError, AvisUsageError, one_line
+from .heap import reuse_freed_memory
 from .inference_avis import DEFAULT_DISK_BUDGET, AvisVideoSegmenter
 from .outputs import check_output_file, write_text_atomically
 from .results import track_summary, write_results_json
@@ -153,25 +152,6 @@ def default_model() -> str:
     raise AvisUsageError(
         f"no default model is installed here: give --model (a folder or Hub id) or set ${DEFAULT_MODEL_VARIABLE}"
     )
-
-
-def reuse_freed_memory() -> None:
-    """Makes glibc keep freed memory for reuse instead of returning it to the system at once.
-
-    Inference frees and reallocates tensors of up to tens of MB for every frame; by default glibc maps each afresh
-    and the kernel zero-fills it page by page (the original spends as much time in the kernel as in its own code).
-    Kept in the heap, they are reused: about 8 % less time at 2-frame chunks. Blocks of 64 MB and more (the
-    mask-feature store's, the post-processing's) are still mapped and returned when freed: kept, the memory each
-    stage leaves behind added up, to 3.02 GB at the peak of a 150-frame video whose features are partly computed
-    again, against 2.54 GB so. It changes the whole process, so the command line does it, not the library. A no-op
-    without glibc.
-    """
-    library = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(library) if library else None
-    if libc is not None and hasattr(libc, "mallopt"):
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-        libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 def _segment(segmenter: AvisVideoSegmenter, video: Path, args: argparse.Namespace) -> AvisVideoResult:

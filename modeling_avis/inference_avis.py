@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .errors import AvisCheckpointError, AvisInputError
+from .heap import release_freed_memory
 from .loading import load_model, load_processor
 from .modeling_avis import AvisModel, AvisModelOutput
 from .processing_avis import AvisProcessor
@@ -348,8 +349,8 @@ def encode_video(
 
 class AvisEncodingWorkers:
     """`count` threads that encode chunks of frames side by side, with one torch thread each while more than one run
-    (see `encode_video`). One set serves both passes over a video: the frames computed again in the second reuse
-    the memory that the first's allocations left in these threads' malloc arenas, rather than fill new ones."""
+    (see `encode_video`). One set serves both passes over a video: the frames computed again in the second run in
+    the same threads' malloc arenas, rather than in new threads' new ones."""
 
     def __init__(self, count: int):
         self.count = count
@@ -466,7 +467,9 @@ class AvisMaskFeatureReplay:
                 continue  # before the frames asked for
             first = chunk_first if first is None else first
             needed.append(chunk["pixel_values"])
-            if self._next_frame >= stop:
+            # whole rounds of the workers: the post-processing reads 5 frames, 2 workers would leave one idle for
+            # the 5th; the frames read ahead are kept for the next read
+            if self._next_frame >= stop and len(needed) % self.workers.count == 0:
                 break
         if not needed:
             raise AvisInputError("the video gave fewer frames when read again: was it changed during the analysis?")
@@ -646,8 +649,10 @@ class AvisVideoSegmenter:
                 encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
                 if replay is not None:
                     replay.num_frames = encoding.num_frames
+                release_freed_memory()
                 outputs = decode_video(self.model, encoding)
                 del encoding  # its frame queries go once the clip module has read them
+            release_freed_memory()
             yield outputs
 
 

@@ -172,7 +172,11 @@ class AvisSelfAttentionLayer(nn.Module):
 
 
 class AvisCrossAttentionLayer(nn.Module):
-    """Post-norm cross-attention with a residual; positions are added to queries and keys, not values."""
+    """Post-norm cross-attention with a residual; positions are added to queries and keys, not values.
+
+    memory_keys: the memory with its position embeddings added (default: the memory itself). The decoders make them
+    once for all their layers that attend to one memory: a long video's are 61 MB at T=600.
+    """
 
     def __init__(self, embed_dim: int, num_heads: int):
         super().__init__()
@@ -180,10 +184,10 @@ class AvisCrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(
-        self, hidden_states, memory, query_position=None, memory_position=None, attention_mask=None
+        self, hidden_states, memory, query_position=None, memory_keys=None, attention_mask=None
     ) -> torch.Tensor:
         query = hidden_states if query_position is None else hidden_states + query_position
-        key = memory if memory_position is None else memory + memory_position
+        key = memory if memory_keys is None else memory_keys
         return self.norm(hidden_states + self.multihead_attn(query, key, memory, attention_mask))
 
 
@@ -406,15 +410,15 @@ class AvisFrameDecoder(nn.Module):
         # mask_features: (N, mask_dim, h, w) at stride 4, given for the auxiliary outputs: every layer's stride-4 mask
         # logits, and the frame queries of the last `num_frame_query_layers` layers (else only the last's)
         batch = audio_features.shape[0]
-        memories, memory_positions = [], []
+        memories, memory_keys = [], []
         for level, feature in enumerate(multi_scale_features):
             height, width = feature.shape[-2:]
             position = sine_position_embedding(
                 height, width, self.decoder_norm.normalized_shape[0] // 2, feature.device
             )
-            memory_positions.append(position.flatten(1).T[None])  # (1, HW, C)
             projected = self.input_projections[level](feature).flatten(2).transpose(1, 2)
             memories.append(projected + self.level_embed.weight[level])  # (N, HW, C)
+            memory_keys.append(memories[-1] + position.flatten(1).T[None])  # (N, HW, C)
 
         query_positions = self.query_position_embeddings.weight[None].expand(batch, -1, -1)  # (N, fQ, C)
         queries = self.query_features.weight[None].expand(batch, -1, -1)
@@ -434,7 +438,7 @@ class AvisFrameDecoder(nn.Module):
             level = index % self.num_levels
             attention_mask = self.attention_mask(embeddings, level_mask_features[level])
             queries = cross(
-                queries, memories[level], query_positions, memory_positions[level], attention_mask=attention_mask
+                queries, memories[level], query_positions, memory_keys[level], attention_mask=attention_mask
             )
             queries = self_attn(queries, query_positions)
             queries = ffn(queries)
@@ -570,17 +574,19 @@ class AvisClipModule(nn.Module):
                 "encoded_frame_queries": frame_queries.unflatten(0, (num_layers, batch)),
                 "audio_visual_features": audio.unflatten(0, (num_layers, batch)),
             }
-        del frame_queries, audio  # a long video's decoder holds only the fused tokens
-        memory_positions = self.frame_query_position_embeddings.weight.repeat(num_frames, 1)[None]  # (1, T*fQ, C)
+        del frame_queries, audio  # a long video's decoder holds only the fused tokens and their keys
+        positions = self.frame_query_position_embeddings.weight  # (fQ, C), the same at every frame
+        keys = (fused.unflatten(1, (num_frames, num_queries)) + positions).flatten(1, 2)  # (LB, T*fQ, C)
         query_positions = self.query_position_embeddings.weight[None]  # (1, cQ, C)
         queries = self.query_features.weight[None].expand(fused.shape[0], -1, -1)  # (LB, cQ, C)
         outputs = []
         for index, (cross, self_attn, ffn) in enumerate(
             zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
         ):
-            queries = ffn(self_attn(cross(queries, fused, query_positions, memory_positions), query_positions))
+            queries = ffn(self_attn(cross(queries, fused, query_positions, keys), query_positions))
             if output_auxiliary_logits or index == len(self.cross_attention_layers) - 1:
                 outputs.append(self.decoder_norm(queries).view(num_layers, batch, *queries.shape[1:]))
+        del keys
         outputs = torch.stack(outputs)  # (D, L, B, cQ, C)
         return AvisClipOutput(
             class_logits=self.class_predictor(outputs),
@@ -615,14 +621,15 @@ class AvisClipModule(nn.Module):
         blocked[0, half:, :half] = True
         return AvisWindowMasks(~blocked, half, num_queries)
 
-    def windowed(self, hidden_states, memory, window, masks: "AvisWindowMasks", layer):
+    def windowed(self, hidden_states, memory, window, masks: "AvisWindowMasks", layer) -> torch.Tensor:
         """Run `layer(x, memory, mask)` on each temporal window of (LB, T, fQ, C) hidden states (and of the memory,
         when not None), `clip_window_chunk_size` windows at a time: the layers' temporaries (the feed-forward
         layer's are 8x its input) stay the size of a few windows for a video of any length. Shifted windows read
         their frames rolled by `masks.shift` (frame i of the rolled video is frame i - shift) a chunk at a time, and
-        write their outputs to those frames: the video is never copied whole to roll it and back."""
+        write their outputs to those frames: the video is never copied whole to roll it and back. The outputs
+        replace the hidden states in place (each chunk reads its frames before it writes them, and no other chunk
+        reads those): a long video holds one copy of them, not two."""
         batch, frames, queries, dim = hidden_states.shape
-        output = torch.empty_like(hidden_states)
         chunk_frames = self.window_chunk_size * window
         for start in range(0, frames, chunk_frames):
             rolled = torch.arange(start, min(start + chunk_frames, frames), device=hidden_states.device)
@@ -633,8 +640,8 @@ class AvisClipModule(nn.Module):
             )
             chunk = slice(start // window, start // window + self.window_chunk_size)
             windows = layer(states, memory_states, masks[chunk])
-            output.index_copy_(1, index, windows.view(batch, -1, queries, dim))
-        return output
+            hidden_states.index_copy_(1, index, windows.view(batch, -1, queries, dim))
+        return hidden_states
 
 
 @dataclass

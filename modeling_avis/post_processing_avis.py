@@ -13,6 +13,10 @@ from torch.nn import functional as F
 # Mask pixels (instances x frames x H x W) drawn at once: 2^25 float32 logits are 128 MB, whatever the number of
 # instances and the size of the video (a chunk holds one frame at least).
 DRAW_PIXELS = 1 << 25
+# Mask-feature elements read at once: 2^23 floats are 32 MB, 2 frames at 360p (fewer than the original's chunk of 5
+# frames). Past its disk budget a long video's features are computed again as they are read, into a buffer of
+# that size: 5 frames (79 MB) added 0.26 GB to the second pass's peak RSS, 2 frames 0.06 GB.
+FEATURE_ELEMENTS = 1 << 23
 # Upsampled mask pixels made at once, in one frame's masks: 2^21 float32 logits are 8 MB, 9 masks at 360 x 640.
 REGION_PIXELS = 1 << 21
 # The four phases of a 4x bilinear upsampling (align_corners=False): output row 4k + j interpolates rows k - 1 and k
@@ -101,6 +105,14 @@ def upsampling_workspace(shape: Sequence[int]) -> int:
     return math.prod(batch) * 4 * width * (4 * height + height + 2)
 
 
+def frame_mask_logits(mask_embeddings: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+    """Stride-4 mask logits (t, N, h, w) in float32 of (N, mask_dim) embeddings and (t, mask_dim, h, w) features: one
+    matmul per frame on the features as they are laid out (an einsum would first copy them to (mask_dim, t, h, w):
+    79 MB for 5 frames at 360p, on top of the frames themselves)."""
+    logits = torch.matmul(mask_embeddings.float(), mask_features.float().flatten(2))  # (t, N, h*w)
+    return logits.unflatten(-1, mask_features.shape[-2:])
+
+
 def mask_logits(
     mask_embeddings: torch.Tensor,
     mask_features: torch.Tensor,
@@ -108,7 +120,7 @@ def mask_logits(
 ) -> torch.Tensor:
     """Mask logits (N, t, h, w) at the unpadded input size, in float32, of (N, mask_dim) embeddings and
     (t, mask_dim, h/4, w/4) mask features at stride 4 of the padded frames."""
-    logits = torch.einsum("nc,tchw->nthw", mask_embeddings.float(), mask_features.float())
+    logits = frame_mask_logits(mask_embeddings, mask_features).transpose(0, 1)
     return upsample_4x(logits)[:, :, : image_size[0], : image_size[1]]
 
 
@@ -179,15 +191,23 @@ def mask_scores(
     """
     numerator = torch.zeros(len(mask_embeddings), dtype=torch.float32, device=mask_embeddings.device)
     denominator = torch.zeros_like(numerator)
-    for start in range(0, len(mask_features), chunk_size):
-        features = mask_features[start : start + chunk_size].float()
-        logits = torch.einsum("nc,tchw->tnhw", mask_embeddings.float(), features)  # (t, N, h/4, w/4)
+    frames = frames_per_read(mask_features, chunk_size)
+    for start in range(0, len(mask_features), frames):
+        logits = frame_mask_logits(mask_embeddings, mask_features[start : start + frames])  # (t, N, h/4, w/4)
         for _, queries, _, _, regions in positive_regions(logits, image_size):
             inside = F.threshold(regions.sigmoid_(), 0.5, 0.0, inplace=True)  # the probabilities above 0.5, else 0
             numerator.index_add_(0, queries, inside.sum((1, 2)))
             # ceil: 1 inside, 0 outside; a sum of these floats is 8x as fast as one of the bools of a comparison
             denominator.index_add_(0, queries, inside.ceil_().sum((1, 2)))
     return numerator / (denominator + 1e-6)
+
+
+def frames_per_read(mask_features: Sequence[torch.Tensor], chunk_size: int) -> int:
+    """Frames of mask features the post-processing reads at once: `chunk_size`, fewer where they would exceed
+    FEATURE_ELEMENTS (one at least)."""
+    if not len(mask_features):
+        return chunk_size
+    return max(1, min(chunk_size, FEATURE_ELEMENTS // mask_features[0:1].numel()))
 
 
 def score_instances(
@@ -223,7 +243,7 @@ def instance_mask_chunks(
     chunk_size: int = 5,
 ) -> Iterator[torch.Tensor]:
     """The instances' masks (N, t, H, W) bool at `target_size` (logit > 0), `chunk_size` frames at a time, fewer when
-    N x t masks would exceed DRAW_PIXELS; the logits are made for as many instances at a time as fit in it.
+    their features would exceed FEATURE_ELEMENTS or N x t masks DRAW_PIXELS; the logits are made for as many instances at a time as fit in it.
 
     mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`); image_size: the
     frames' size before padding. At that size, only where a mask may be is upsampled (`positive_regions`).
@@ -233,23 +253,34 @@ def instance_mask_chunks(
         return
     padded_pixels = 16 * math.prod(mask_features[0:1].shape[-2:])
     largest = max(padded_pixels, math.prod(target_size))
-    frames = max(1, min(chunk_size, DRAW_PIXELS // max(1, num_instances * largest)))
-    resized = tuple(target_size) != tuple(image_size)
+    frames = max(1, min(frames_per_read(mask_features, chunk_size), DRAW_PIXELS // max(1, num_instances * largest)))
     for start in range(0, len(mask_features), frames):
-        features = mask_features[start : start + frames]
-        # resized: every pixel is written; else only the regions, on zeros
-        allocate = torch.empty if resized else torch.zeros
-        masks = allocate(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
-        if resized:
-            group = max(1, DRAW_PIXELS // (len(features) * largest))
-            for first in range(0, num_instances, group):
-                logits = mask_logits(instances.mask_embeddings[first : first + group], features, image_size)
-                logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
-                torch.gt(logits, 0, out=masks[first : first + group])
-        else:
-            logits = torch.einsum("nc,tchw->tnhw", instances.mask_embeddings.float(), features.float())
-            for frame, indices, top, left, regions in positive_regions(logits, image_size):
-                for instance, region in zip(indices.tolist(), regions):  # written in place: no temporary
-                    height, width = region.shape
-                    torch.gt(region, 0, out=masks[instance, frame, top : top + height, left : left + width])
-        yield masks
+        # drawn by a function of its own: a chunk's features (read back or computed again) are freed before the
+        # next chunk's are read
+        yield draw_masks(instances, mask_features[start : start + frames], image_size, target_size)
+
+
+def draw_masks(
+    instances: AvisVideoInstances, features: torch.Tensor, image_size: tuple[int, int], target_size: tuple[int, int]
+) -> torch.Tensor:
+    """The instances' masks (N, t, H, W) bool at `target_size` of one chunk of mask features (t, mask_dim, h/4,
+    w/4) (see `instance_mask_chunks`)."""
+    num_instances = len(instances.mask_embeddings)
+    resized = tuple(target_size) != tuple(image_size)
+    # resized: every pixel is written; else only the regions, on zeros
+    allocate = torch.empty if resized else torch.zeros
+    masks = allocate(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
+    if resized:
+        largest = max(16 * math.prod(features.shape[-2:]), math.prod(target_size))
+        group = max(1, DRAW_PIXELS // (len(features) * largest))
+        for first in range(0, num_instances, group):
+            logits = mask_logits(instances.mask_embeddings[first : first + group], features, image_size)
+            logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
+            torch.gt(logits, 0, out=masks[first : first + group])
+    else:
+        logits = frame_mask_logits(instances.mask_embeddings, features)
+        for frame, indices, top, left, regions in positive_regions(logits, image_size):
+            for instance, region in zip(indices.tolist(), regions):  # written in place: no temporary
+                height, width = region.shape
+                torch.gt(region, 0, out=masks[instance, frame, top : top + height, left : left + width])
+    return masks
