@@ -21,7 +21,7 @@ def reuse_freed_memory() -> None:
     Inference frees and reallocates tensors of up to tens of MB for every frame; by default glibc maps each afresh
     and the kernel zero-fills it page by page (the original spends as much time in the kernel as in its own code).
     Kept in the heap, they are reused: about 8 % less time at 2-frame chunks. Blocks of 64 MB and more (the
-    mask-feature store's, the post-processing's) are still mapped and returned when freed: kept, the memory each
+    mask-feature store's) are still mapped and returned when freed: kept, the memory each
     stage leaves behind added up, to 3.02 GB at the peak of a 150-frame video whose features are partly computed
     again, against 2.54 GB so. It changes the whole process, so the command line does it, not the library.
     """

@@ -467,8 +467,8 @@ class AvisMaskFeatureReplay:
                 continue  # before the frames asked for
             first = chunk_first if first is None else first
             needed.append(chunk["pixel_values"])
-            # whole rounds of the workers: the post-processing reads 5 frames, 2 workers would leave one idle for
-            # the 5th; the frames read ahead are kept for the next read
+            # whole rounds of the workers: a read of 5 frames on 2 workers would leave one idle for the 5th; the
+            # frames read ahead are kept for the next read
             if self._next_frame >= stop and len(needed) % self.workers.count == 0:
                 break
         if not needed:

@@ -191,7 +191,7 @@ def mask_scores(
     """
     numerator = torch.zeros(len(mask_embeddings), dtype=torch.float32, device=mask_embeddings.device)
     denominator = torch.zeros_like(numerator)
-    frames = frames_per_read(mask_features, chunk_size)
+    frames = frames_per_read(mask_features[0:1].numel(), chunk_size)
     for start in range(0, len(mask_features), frames):
         logits = frame_mask_logits(mask_embeddings, mask_features[start : start + frames])  # (t, N, h/4, w/4)
         for _, queries, _, _, regions in positive_regions(logits, image_size):
@@ -202,12 +202,16 @@ def mask_scores(
     return numerator / (denominator + 1e-6)
 
 
-def frames_per_read(mask_features: Sequence[torch.Tensor], chunk_size: int) -> int:
-    """Frames of mask features the post-processing reads at once: `chunk_size`, fewer where they would exceed
-    FEATURE_ELEMENTS (one at least)."""
-    if not len(mask_features):
-        return chunk_size
-    return max(1, min(chunk_size, FEATURE_ELEMENTS // mask_features[0:1].numel()))
+def frames_per_read(frame_elements: int, chunk_size: int) -> int:
+    """Frames of mask features (`frame_elements` each) the post-processing reads at once: `chunk_size`, fewer where
+    they would exceed FEATURE_ELEMENTS (one at least)."""
+    return max(1, min(chunk_size, FEATURE_ELEMENTS // max(frame_elements, 1)))
+
+
+def drawn_frame_pixels(frame_size: Sequence[int], target_size: tuple[int, int]) -> int:
+    """The pixels of a frame's largest map while its masks are drawn: the logits upsampled from stride 4 of a
+    (h/4, w/4) `frame_size`, or the target size."""
+    return max(16 * math.prod(frame_size), math.prod(target_size))
 
 
 def score_instances(
@@ -243,7 +247,8 @@ def instance_mask_chunks(
     chunk_size: int = 5,
 ) -> Iterator[torch.Tensor]:
     """The instances' masks (N, t, H, W) bool at `target_size` (logit > 0), `chunk_size` frames at a time, fewer when
-    their features would exceed FEATURE_ELEMENTS or N x t masks DRAW_PIXELS; the logits are made for as many instances at a time as fit in it.
+    their features would exceed FEATURE_ELEMENTS or N x t masks DRAW_PIXELS; the logits are made for as many
+    instances at a time as fit in it.
 
     mask_features: (T, mask_dim, h/4, w/4), a tensor or a frame sequence (see `mask_scores`); image_size: the
     frames' size before padding. At that size, only where a mask may be is upsampled (`positive_regions`).
@@ -251,9 +256,9 @@ def instance_mask_chunks(
     num_instances = len(instances.mask_embeddings)
     if not len(mask_features):
         return
-    padded_pixels = 16 * math.prod(mask_features[0:1].shape[-2:])
-    largest = max(padded_pixels, math.prod(target_size))
-    frames = max(1, min(frames_per_read(mask_features, chunk_size), DRAW_PIXELS // max(1, num_instances * largest)))
+    first = mask_features[0:1]
+    largest = drawn_frame_pixels(first.shape[-2:], target_size)
+    frames = max(1, min(frames_per_read(first.numel(), chunk_size), DRAW_PIXELS // max(1, num_instances * largest)))
     for start in range(0, len(mask_features), frames):
         # drawn by a function of its own: a chunk's features (read back or computed again) are freed before the
         # next chunk's are read
@@ -271,8 +276,7 @@ def draw_masks(
     allocate = torch.empty if resized else torch.zeros
     masks = allocate(num_instances, len(features), *target_size, dtype=torch.bool, device=features.device)
     if resized:
-        largest = max(16 * math.prod(features.shape[-2:]), math.prod(target_size))
-        group = max(1, DRAW_PIXELS // (len(features) * largest))
+        group = max(1, DRAW_PIXELS // (len(features) * drawn_frame_pixels(features.shape[-2:], target_size)))
         for first in range(0, num_instances, group):
             logits = mask_logits(instances.mask_embeddings[first : first + group], features, image_size)
             logits = F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
