@@ -10,63 +10,30 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 
 from app.models import DEFAULT_CHOICE
 from app.pipeline import AnalysisService
 from app.settings import AppSettings
-from conversion import convert_avism, convert_vggish
 from modeling_avis import AvisImageProcessor, AvisModel, AvisProcessor, save_model_folder
-from modeling_avis.__main__ import main as predict_main
 from modeling_avis.errors import AvisError
-from modeling_avis.outputs import PARTIAL
 from modeling_avis.tracks import decode_mask
-from training import evaluate_model, train
 from training.build_default_model import DEFAULT_MODEL
 from training.evaluation import evaluate_predictions
-from training.evaluation.__main__ import main as evaluation_main
 
 from . import media_corpus
 from .app_media import stream_summary
 from .conftest import tiny_config
+from .entry_cases import BOUND, Case, fresh_accelerate_state, out, run_case  # noqa: F401 (the fixture applies here)
 from .fixture_data import ORIGINAL
 from .synthetic_aviseg import EVAL_VIDEOS, TRAIN_VIDEOS, write_split
 
 EXAMPLES = Path(__file__).parents[1] / "app" / "examples"
-ENTRY_POINTS = {
-    "predict": predict_main,
-    "train": train.main,
-    "evaluate_model": evaluate_model.main,
-    "evaluation": evaluation_main,
-    "convert_avism": convert_avism.main,
-    "convert_vggish": convert_vggish.main,
-}
-# Seconds any case may take before it counts as hanging (the slowest, the 322 s video, takes ~15 s here).
-BOUND = 120.0
-
-
-@dataclass(frozen=True)
-class Case:
-    """entry: which command; make(folder) writes the inputs and returns its arguments (outputs go to folder/out);
-    error: a part of its one-line message, or None when it succeeds; check(folder, stdout, stderr): its results."""
-
-    entry: str
-    make: Callable[[Path], list[str]]
-    error: str | None = None
-    check: Callable[[Path, str, str], None] | None = None
-    bound: float = BOUND
-
-
-def out(folder: Path) -> Path:
-    (folder / "out").mkdir(exist_ok=True)
-    return folder / "out"
 
 
 # --- the command line on media ----------------------------------------------------------------------------------
@@ -443,39 +410,9 @@ PIPELINE_CASES = {
 CASES = {**MEDIA_CASES, **MODEL_CASES, **PIPELINE_CASES}
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 @pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
 def test_every_input_ends_in_its_results_or_one_line_with_status_2(name, tmp_path, capsys):
-    case = CASES[name]
-    arguments = case.make(tmp_path)
-    before = files_under(tmp_path / "out")
-    capsys.readouterr()
-    start = time.monotonic()
-    status = ENTRY_POINTS[case.entry](arguments)
-    seconds = time.monotonic() - start
-    stdout, stderr = capsys.readouterr()
-    assert "Traceback" not in stdout + stderr
-    assert seconds < case.bound
-    assert not [path for path in tmp_path.rglob("*") if PARTIAL in path.name]
-    assert not (tmp_path / "model" / "code_ran").exists() and not (tmp_path / "code_ran").exists()
-    if case.error is None:
-        assert status == 0, stderr
-        case.check(tmp_path, stdout, stderr)
-    else:
-        lines = stderr.splitlines()
-        assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
-        assert case.error in lines[0]
-        assert files_under(tmp_path / "out") == before  # nothing written, the user's files untouched
-
-
-def files_under(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    run_case(CASES[name], tmp_path, capsys)
 
 
 # The app takes mp4, webm, mov and mkv uploads only: other files get one answer before they are opened.
