@@ -22,13 +22,11 @@ from modeling_avis.results import write_results_json
 from modeling_avis.video_io import ProgressFn
 from modeling_avis.visualization import render_overlay
 
-from .media import probe_upload, trim_video
+from .media import probe_upload
 from .models import ModelCatalog
 from .settings import AppSettings
 from .summary import instance_table, timeline_figure
 
-# A video this much longer than the limit (container round-off) is still taken whole.
-LENGTH_SLACK = 0.05
 # The results JSON is a run's last file: a run folder with one is complete.
 RESULTS_SUFFIX = "_avis_results.json"
 
@@ -121,28 +119,24 @@ class AnalysisService:
 
     def _analyse(self, video, folder, name, model, fps, score_threshold, max_instances, report) -> Analysis:
         stem = re.sub(r"[^\w-]+", "_", name)[:60] or "video"
-        messages, limit = [], self.settings.max_video_seconds
-        trimmed = None
-        if video.duration > limit + LENGTH_SLACK:
-            messages.append(f"The video is {video.duration:.1f} s long: only its first {limit:g} s were analysed.")
-            trimmed = folder / f".{stem}_trimmed.mp4"
-            video = trim_video(video, trimmed, limit, _stage(report, 0, 0.1))
-        report(0.1, "Loading the model")
+        limit = self.settings.max_video_seconds
+        report(0.0, "Loading the model")
         loaded = self.catalog.load(model)
+        # the cap is on the decoded frames' times (and the sound's), never on the length the header declares
         result = loaded.segmenter(
             video.path, fps=fps, score_threshold=score_threshold, max_instances=max_instances,
-            progress=_stage(report, 0.1, 0.75),
+            progress=_stage(report, 0.0, 0.75), max_duration=limit,
         )  # fmt: skip
         overlay_path, results_path = folder / f"{stem}_avis.mp4", folder / f"{stem}{RESULTS_SUFFIX}"
-        render_overlay(video, result, overlay_path, _stage(report, 0.75, 0.98))
+        render_overlay(video, result, overlay_path, _stage(report, 0.75, 0.98), until=limit)
         write_results_json({1: result}, results_path)
-        if trimmed is not None:
-            trimmed.unlink()  # the results are all a run keeps
+        messages = []
         if not video.has_audio:
             messages.append("The video has no audio track, so the overlay video has none either.")
         count = len(result.tracks)
+        seconds = _analysed_seconds(video.duration, result.timestamps, fps, limit)
         headline = (
-            f"**{count} sounding instance{'s' if count != 1 else ''}** in {video.duration:.1f} s of video "
+            f"**{count} sounding instance{'s' if count != 1 else ''}** in {seconds:.1f} s of video "
             f"({result.num_frames} frames sampled at {fps:g} per second)."
         )
         lines = [f"Model: {self.catalog.name(model)}. {loaded.summary}", *messages, *result.notes]
@@ -150,9 +144,16 @@ class AnalysisService:
             overlay_path=overlay_path,
             results_path=results_path,
             table=instance_table(result),
-            timeline=timeline_figure(result, video.duration),
+            timeline=timeline_figure(result, seconds),
             status="\n".join([headline, *(f"- {line}" for line in lines)]),
         )
+
+
+def _analysed_seconds(declared: float, timestamps, fps: float, limit: float) -> float:
+    """The seconds of video the analysis covered: the video's length, or the cap, as its frames show them (a header
+    that declares less than the frames hold is not believed)."""
+    last = float(timestamps[-1]) if len(timestamps) else 0.0
+    return min(limit, declared if last < declared else last + 1 / fps)
 
 
 def _stage(progress: ProgressFn, start: float, end: float) -> ProgressFn:

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=_probability, help="drop instances scoring at or below it, in [0, 1) (default: model's)"
     )
     predict.add_argument("--max-instances", type=_positive_int, help="keep at most this many instances per video")
+    predict.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="analyse (and draw) only each video's first SECONDS, by its frames' decoded times (default: all)",
+    )
     predict.add_argument("--out", type=Path, help="overlay mp4 (for a folder: the folder to write overlays into)")
     predict.add_argument("--json", type=Path, help="the AVIS results JSON of all videos")
     predict.add_argument("--summary", action="store_true", help="print each track: class, score, when it sounds")
@@ -108,7 +114,7 @@ def predict(args: argparse.Namespace) -> int:
             result = _segment(segmenter, video, args)
             if args.out is not None and video.is_file():
                 overlay = args.out / f"{video.stem}_avis.mp4" if folder_mode else args.out
-                _render(video, result, overlay)
+                _render(video, result, overlay, args.max_seconds)
         except AvisError as error:
             if not folder_mode:
                 raise
@@ -161,13 +167,19 @@ def _segment(segmenter: AvisVideoSegmenter, video: Path, args: argparse.Namespac
             bar.set_postfix_str(stage, refresh=False)
             bar.update(round(100 * fraction) - bar.n)
 
-        return segmenter(video, args.fps, args.threshold, args.max_instances, progress=progress)
+        return segmenter(
+            video, args.fps, args.threshold, args.max_instances, progress=progress, max_duration=args.max_seconds
+        )
 
 
-def _render(video: Path, result: AvisVideoResult, destination: Path) -> None:
+def _render(video: Path, result: AvisVideoResult, destination: Path, until: float | None) -> None:
     with tqdm(total=100, desc=f"{video.name} overlay", unit="%", leave=False, file=sys.stderr, disable=None) as bar:
         render_overlay(
-            probe_video(video), result, destination, lambda fraction, _: bar.update(round(100 * fraction) - bar.n)
+            probe_video(video),
+            result,
+            destination,
+            lambda fraction, _: bar.update(round(100 * fraction) - bar.n),
+            until=until,
         )
 
 

@@ -78,18 +78,20 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
         timestamps: list[float] | np.ndarray,
         sampling_rate: int,
         start: float = 0.0,
+        first_sample: int = 0,
         return_tensors: str | None = "pt",
     ) -> BatchFeature:
         """`audio_log_mel` (T, num_frames, num_mel_bins) float32: the example of the window starting at each timestamp.
 
-        waveform: (N,) mono samples; `waveform[i]` plays at `start + i / sampling_rate` seconds (the timestamps'
-        clock). A window whose first `example_length` samples the waveform does not hold gets the all-zero example.
+        waveform: (N,) mono samples: `waveform[i]` is sample `first_sample + i` of a track whose sample 0 plays at
+        `start` seconds (the timestamps' clock). A window whose first `example_length` samples the waveform does not
+        hold gets the all-zero example.
         """
         if sampling_rate != self.sampling_rate:
             raise AvisInputError(f"the audio must be sampled at {self.sampling_rate} Hz, not {sampling_rate} Hz")
         waveform = torch.as_tensor(np.asarray(waveform), dtype=torch.float64)
-        offsets = torch.round((torch.as_tensor(timestamps, dtype=torch.float64) - start) * sampling_rate).long()
-        covered = (offsets >= 0) & (offsets + self.example_length <= len(waveform))
+        offsets = self.window_offsets(timestamps, start, first_sample)
+        covered = self.covered(offsets, len(waveform))
         examples = torch.zeros(len(offsets), self.num_frames, self.num_mel_bins)
         indices = covered.nonzero().flatten()
         for first in range(0, len(indices), WINDOWS_PER_BATCH):
@@ -97,6 +99,18 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
             windows = waveform[offsets[batch, None] + torch.arange(self.example_length)]
             examples[batch] = self.log_mel(windows).float()
         return BatchFeature({"audio_log_mel": examples}, tensor_type=return_tensors)
+
+    def window_offsets(
+        self, timestamps: list[float] | np.ndarray, start: float = 0.0, first_sample: int = 0
+    ) -> torch.Tensor:
+        """(T,) int64: where each timestamp's window starts in a waveform that begins with sample `first_sample` of
+        a track starting at `start` seconds."""
+        times = torch.as_tensor(timestamps, dtype=torch.float64)
+        return torch.round((times - start) * self.sampling_rate).long() - first_sample
+
+    def covered(self, offsets: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """(T,) bool: whether a waveform of `num_samples` holds the whole example of each window."""
+        return (offsets >= 0) & (offsets + self.example_length <= num_samples)
 
     def silence(self, num_frames: int) -> torch.Tensor:
         """(num_frames, num_frames_per_example, num_mel_bins) float32: the log-mel examples of a silent waveform,

@@ -576,10 +576,12 @@ class AvisVideoSegmenter:
         audio_features: str | Path | np.ndarray | None = None,
         mute_audio: bool = False,
         progress: ProgressFn | None = None,
+        max_duration: float | None = None,
     ) -> AvisVideoResult:
         """The sounding instances of one video (a media file or an AVISeg frame folder) as tracks.
 
         fps: frames sampled per second (default: the processor's, 1 as AVISM was trained); "native" takes every frame.
+        max_duration: analyse only the frames (and sound) before this many seconds, by their decoded times.
         score_threshold, max_instances: instances scoring at or below the threshold (default: the processor's) are
             dropped, and at most `max_instances` of the others are kept, highest scores first.
         audio_features: precomputed VGGish features (T x 128) instead of the video's sound.
@@ -599,6 +601,7 @@ class AvisVideoSegmenter:
         chunks = self.processor.iter_chunks(
             video, self.frame_chunk_size, audio_features=audio_features, fps=fps,
             audio_input="audio_log_mel" if hears else "audio_features", mute_audio=mute_audio,
+            max_duration=max_duration,
         )  # fmt: skip
         expected = chunks.expected_frames or 1
         report(0.0, "Decoding and encoding frames")

@@ -16,6 +16,7 @@ chunking of post-processing. Silence has one meaning here (`AvisFeatureExtractor
 waveform): what every frame of a video without sound gets, and every frame with `mute_audio=True`.
 """
 
+import contextlib
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,7 +34,15 @@ from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
 from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
 from .tracks import AvisMaskStore, AvisTrack, AvisTrackMasks, AvisVideoResult
-from .video_io import AvisegVideoFiles, probe_video, read_audio, read_frame_folder, read_frames, read_image
+from .video_io import (
+    TIME_TOLERANCE,
+    AudioReader,
+    AvisegVideoFiles,
+    probe_video,
+    read_frame_folder,
+    read_frames,
+    read_image,
+)
 
 # The audio inputs a model takes: log-mel examples for its own audio encoder, or precomputed VGGish features.
 AUDIO_INPUTS = ("audio_log_mel", "audio_features")
@@ -241,6 +250,7 @@ class AvisProcessor(ProcessorMixin):
         if fps is not None and info.base_fps is not None and fps > info.base_fps:
             notes.append(f"sampled at the video's native {info.base_fps:g} fps ({fps:g} fps was asked)")
         rate = info.fps if fps is None else min(fps, info.base_fps or fps)
+        # for progress only: the container's header says how long the video is, and it may lie
         expected = max(1, math.ceil(info.duration * rate - 1e-6)) if rate else None
         if expected is not None and max_duration is not None:
             expected = min(expected, max(0, math.ceil(max_duration * rate - 1e-9)))
@@ -248,31 +258,32 @@ class AvisProcessor(ProcessorMixin):
             expected = min(expected, max_frames)
 
         def frames():
-            return ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames, max_duration))
+            return ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames))
 
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
         elif audio_input == "audio_features":
             raise AvisInputError(f"{path.name}: this model reads precomputed audio features; give audio_features")
         else:
-            # Frame k needs the second of sound after it, and frames are sampled within the picture: the sound is
-            # read (16 kHz mono float32: 4 MB a minute) to a second past the last frame, however long its track.
-            limit = min(info.duration, math.inf if max_duration is None else max_duration)
-            if max_frames is not None and fps is not None:
-                limit = min(limit, max_frames / fps)
-            track = read_audio(path, self.feature_extractor.sampling_rate, limit + 1.0)
-            if track is None:
+            if not info.has_audio:
                 notes.append(f"{path.name} has no audio track: every frame was given silence")
-            audio = _LogMelAudio(self.feature_extractor, track)
-        sizes = {"original_size": (info.height, info.width), "fps": info.fps, "expected_frames": expected}
+            audio = _LogMelAudio(self.feature_extractor, path if info.has_audio else None)
+        sizes = {
+            "original_size": (info.height, info.width),
+            "fps": info.fps,
+            "expected_frames": expected,
+            "max_duration": max_duration,
+        }
         return frames, sizes, audio, notes
 
     def _frame_folder(self, folder, fps, max_frames, max_duration, audio_features, audio_input):
         if fps is None:
             raise AvisInputError(f"{folder.name}: a frame folder has no native rate; give the rate it was sampled at")
         paths = read_frame_folder(folder)
-        if max_duration is not None:
-            paths = paths[: max(0, int(np.ceil(max_duration * fps - 1e-9)))]
+        notes = []
+        if max_duration is not None and len(paths) > max_duration * fps + 1e-9:
+            paths = paths[: max(0, math.ceil(max_duration * fps - 1e-9))]
+            notes.append(_cut_note(max_duration))
         paths = paths[:max_frames]
         if not paths:
             raise AvisInputError(f"{folder.name}: no frames to process within the given limits")
@@ -281,7 +292,6 @@ class AvisProcessor(ProcessorMixin):
         def frames():
             return ((k / fps, read_image(frame)) for k, frame in enumerate(paths))
 
-        notes = []
         # AVISeg keeps a video's sound beside its frames
         files = AvisegVideoFiles.of_frame_folder(folder)
         reads_features = audio_input == "audio_features" or (audio_input is None and files.features.is_file())
@@ -291,15 +301,11 @@ class AvisProcessor(ProcessorMixin):
             audio = _PrecomputedAudio(audio_features)
             audio.check_covers(len(paths))
         else:
-            seconds = len(paths) / fps + 1.0
-            track = (
-                read_audio(files.wav, self.feature_extractor.sampling_rate, seconds) if files.wav.is_file() else None
-            )
-            if track is None:
+            if not files.wav.is_file():
                 notes.append(
                     f"{folder.name} has no WAVAudios/{folder.name}.wav beside it: every frame was given silence"
                 )
-            audio = _LogMelAudio(self.feature_extractor, track)
+            audio = _LogMelAudio(self.feature_extractor, files.wav if files.wav.is_file() else None)
         sizes = {"original_size": tuple(original_size), "fps": None, "expected_frames": len(paths)}
         return frames, sizes, audio, notes
 
@@ -370,15 +376,21 @@ class AvisVideoChunks:
     Each chunk is a dict of `pixel_values` (t, 3, Hp, Wp) and `audio_log_mel` (t, 96, 64) or `audio_features`
     (t, 128). `expected_frames` is known before iterating (an estimate from the container, for progress; None when
     it cannot tell); `metadata()` is complete once iterated. Each iteration decodes the video again, with the same
-    frames: inference reads a long video twice more for the features it did not keep.
+    frames: inference reads a long video twice more for the features it did not keep. Frames from `max_duration`
+    seconds on are left out (by their decoded times: a container's header may lie about its length), and a note
+    says so.
     """
 
-    def __init__(self, frames, audio, image_processor, chunk_frames, notes, original_size, fps, expected_frames):
+    def __init__(
+        self, frames, audio, image_processor, chunk_frames, notes, original_size, fps, expected_frames,
+        max_duration=None,
+    ):  # fmt: skip
         self._frames = frames  # () -> a new iterator of (seconds, (H, W, 3) uint8 RGB)
         self._audio = audio
         self._image_processor = image_processor
         self.chunk_frames = chunk_frames
         self.expected_frames = expected_frames
+        self.max_duration = max_duration
         image_size = image_processor.output_size(*original_size)
         self._metadata = AvisVideoMetadata(
             timestamps=[],
@@ -394,56 +406,90 @@ class AvisVideoChunks:
         timestamps = self._metadata.timestamps
         first_reading = not timestamps
         frames_read = 0
-        decoded = self._frames()
-        while batch := list(itertools.islice(decoded, self.chunk_frames)):
-            times = [time for time, _ in batch]
-            first, frames_read = frames_read, frames_read + len(batch)
+        cut = []
+        decoded = self._within_duration(self._frames(), cut)
+        with self._audio.reading() as audio:
+            while batch := list(itertools.islice(decoded, self.chunk_frames)):
+                times = [time for time, _ in batch]
+                first, frames_read = frames_read, frames_read + len(batch)
+                if first_reading:
+                    timestamps.extend(times)
+                if audio.frames_covered is not None and frames_read > audio.frames_covered:
+                    # count the frames the features miss, for a message that says how many the video has
+                    audio.check_covers(frames_read + sum(1 for _ in decoded))
+                frames = self._image_processor(image for _, image in batch)
+                if tuple(frames["original_size"]) != self._metadata.original_size:
+                    raise AvisInputError(
+                        f"every frame of a video must have one size: {tuple(frames['original_size'])} after "
+                        f"{self._metadata.original_size}"
+                    )
+                yield {"pixel_values": frames["pixel_values"], **audio.inputs(times, first)}
+            if not timestamps:
+                raise AvisInputError("no frames to process")
             if first_reading:
-                timestamps.extend(times)
-            if self._audio.frames_covered is not None and frames_read > self._audio.frames_covered:
-                # count the frames the features miss, for a message that says how many the video has
-                self._audio.check_covers(frames_read + sum(1 for _ in decoded))
-            frames = self._image_processor(image for _, image in batch)
-            if tuple(frames["original_size"]) != self._metadata.original_size:
-                raise AvisInputError(
-                    f"every frame of a video must have one size: {tuple(frames['original_size'])} after "
-                    f"{self._metadata.original_size}"
+                self._metadata.notes.extend(
+                    [*(_cut_note(self.max_duration) for _ in cut[:1]), *audio.notes(timestamps)]
                 )
-            yield {"pixel_values": frames["pixel_values"], **self._audio.inputs(times, first)}
-        if not timestamps:
-            raise AvisInputError("no frames to process")
-        if first_reading:
-            self._metadata.notes.extend(self._audio.notes(timestamps))
+
+    def _within_duration(self, frames: Iterator, cut: list) -> Iterator:
+        """`frames` up to `max_duration`; `cut` gets an entry when a frame at or past it was decoded."""
+        for time, image in frames:
+            if self.max_duration is not None and time >= self.max_duration - TIME_TOLERANCE:
+                cut.append(time)
+                return
+            yield time, image
 
     def metadata(self) -> AvisVideoMetadata:
         """The video's metadata (its timestamps and notes complete once the chunks are iterated)."""
         return self._metadata
 
 
-class _LogMelAudio:
-    """VGGish log-mel examples at the frames' timestamps; without a track (none, or muted), silence for every frame."""
+def _cut_note(max_duration: float) -> str:
+    return f"the video runs past {max_duration:g} s: only its first {max_duration:g} s were analysed"
 
-    def __init__(self, feature_extractor: AvisFeatureExtractor, track):
+
+class _LogMelAudio:
+    """VGGish log-mel examples at the frames' timestamps, from the sound of `path` (None: no sound, or muted: silence
+    for every frame). Each reading of the video reads its sound again, in step with its frames and no further than
+    they need (`AudioReader`), holding only the second or so the next frames' windows start in."""
+
+    frames_covered = None  # any number of frames: those past the track get the all-zero example
+
+    def __init__(self, feature_extractor: AvisFeatureExtractor, path: Path | None):
         self.feature_extractor = feature_extractor
-        self.track = track
-        self.has_audio = track is not None
-        self.frames_covered = None  # any number of frames: those past the track get the all-zero example
+        self.path = path
+        self.has_audio = path is not None
+        self._reader: AudioReader | None = None
+        self._uncovered = 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator["_LogMelAudio"]:
+        self._reader = AudioReader(self.path, self.feature_extractor.sampling_rate) if self.has_audio else None
+        self._uncovered = 0
+        try:
+            yield self
+        finally:
+            if self._reader is not None:
+                self._reader.close()
 
     def inputs(self, timestamps: list[float], first: int) -> dict:
-        if self.track is None:
-            return {"audio_log_mel": self.feature_extractor.silence(len(timestamps))}
-        rate, samples, start = self.feature_extractor.sampling_rate, self.track.samples, self.track.start
-        return {"audio_log_mel": self.feature_extractor(samples, timestamps, rate, start=start)["audio_log_mel"]}
+        extractor = self.feature_extractor
+        if self._reader is None:
+            return {"audio_log_mel": extractor.silence(len(timestamps))}
+        track = self._reader.read_until(max(timestamps) + extractor.example_length / extractor.sampling_rate)
+        offsets = extractor.window_offsets(timestamps, track.start, track.first)
+        self._uncovered += int((~extractor.covered(offsets, len(track.samples))).sum())
+        self._track = track
+        examples = extractor(track.samples, timestamps, track.sample_rate, track.start, track.first)
+        self._reader.forget_before(timestamps[-1])  # the next frames come later
+        return {"audio_log_mel": examples["audio_log_mel"]}
 
     def notes(self, timestamps: list[float]) -> list[str]:
-        if self.track is None:
+        if self._reader is None or not self._uncovered:
             return []
-        needed = self.feature_extractor.example_length / self.feature_extractor.sampling_rate
-        silent = sum(1 for t in timestamps if t < self.track.start or t + needed > self.track.end)
-        if not silent:
-            return []
+        track = self._track
         return [
-            f"the audio covers {self.track.start:.2f}-{self.track.end:.2f} s only: {silent} of {len(timestamps)} "
+            f"the audio covers {track.start:.2f}-{track.end:.2f} s only: {self._uncovered} of {len(timestamps)} "
             "frames were given the all-zero example of a too short piece of sound, as in the original's features"
         ]
 
@@ -465,6 +511,10 @@ class _PrecomputedAudio:
         if self.features.ndim != 2:
             raise AvisInputError(f"audio features must be (frames, 128), got shape {tuple(self.features.shape)}")
         self.frames_covered = len(self.features)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator["_PrecomputedAudio"]:
+        yield self
 
     def check_covers(self, num_frames: int) -> None:
         if num_frames > self.frames_covered:

@@ -16,6 +16,8 @@ Phone videos carry a display rotation; sampled frames are turned upright as play
 and height are those of the upright frames).
 """
 
+import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +95,12 @@ class VideoInfo:
     def name(self) -> str:
         return Path(self.path).name
 
+    @property
+    def decoded_size(self) -> tuple[int, int]:
+        """(width, height) of the decoded frames, before the display rotation."""
+        turned = round(self.rotation / 90) % 2 == 1
+        return (self.height, self.width) if turned else (self.width, self.height)
+
 
 @dataclass
 class SampledFrame:
@@ -104,15 +112,17 @@ class SampledFrame:
 
 @dataclass
 class AudioTrack:
-    """Mono audio: `samples[i]` plays at `start + i / sample_rate` seconds from the video's start."""
+    """Mono audio: `samples[i]` is sample `first + i` of a track whose sample 0 plays at `start` seconds from the
+    video's start (`first` > 0 once a stream's earlier samples were let go)."""
 
     samples: np.ndarray
     sample_rate: int
     start: float
+    first: int = 0
 
     @property
     def end(self) -> float:
-        return self.start + len(self.samples) / self.sample_rate
+        return self.start + (self.first + len(self.samples)) / self.sample_rate
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -123,11 +133,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             raise AvisInputError(f"{_name(path)}: an image, not a video; give a video file with its sound")
         stream = _video_stream(container, path)
         context = stream.codec_context
-        if context.width * context.height > MAX_FRAME_PIXELS:
-            raise AvisInputError(
-                f"{_name(path)}: frames of {context.width}x{context.height} are over the limit of "
-                f"{MAX_FRAME_PIXELS / 1e6:.1f} million pixels (8192x4320)"
-            )
+        check_frame_size(context.width, context.height, path)
         fps = float(stream.average_rate) if stream.average_rate else None
         start_time = _stream_start(stream)
         duration = _video_end_time(path, container, stream) - start_time
@@ -158,7 +164,7 @@ def read_frames(
     if fps is not None and info.base_fps is not None:
         fps = min(fps, info.base_fps)
     count = 0
-    for sample in _sample(_decoded_frames(path, info), fps, info.fps):
+    for sample in _sample(decoded_frames(path, info), fps, info.fps, info.decoded_size):
         if (max_frames is not None and count >= max_frames) or (
             max_duration is not None and sample.time >= max_duration - TIME_TOLERANCE
         ):
@@ -168,38 +174,116 @@ def read_frames(
 
 
 def read_audio(path: str | Path, sample_rate: int = 16000, max_duration: float | None = None) -> AudioTrack | None:
-    """The first audio track, channels averaged to mono and resampled to `sample_rate` with PyAV's resampler.
+    """The first audio track, channels averaged to mono and resampled to `sample_rate` (see `AudioReader`), up to
+    `max_duration` seconds (None: all of it). None when the file has no audio track."""
+    with AudioReader(path, sample_rate) as reader:
+        return reader.read_until(math.inf if max_duration is None else max_duration)
 
-    None when the file has no audio track. Decoding stops past `max_duration` seconds. The channels are resampled
-    one by one and then averaged, as the original's `np.mean(data, axis=1)`: FFmpeg's own downmix to mono would
-    scale a stereo track by sqrt(2) instead (0.33 mean log-mel difference on the AVISeg clips).
+
+class AudioReader:
+    """A file's first audio track as mono at `sample_rate`, decoded only as far as it is read: `read_until(seconds)`.
+
+    The sound of a video is read in step with its frames, up to what the sampled frames need, whatever the
+    container's header says of its length (a header can lie). The channels are resampled one by one and then
+    averaged, as the original's `np.mean(data, axis=1)`: FFmpeg's own downmix to mono would scale a stereo track by
+    sqrt(2) instead (0.33 mean log-mel difference on the AVISeg clips). The resampler's output is interleaved
+    (packed) samples of every channel: PyAV 18.1 reads planar frames of 8 channels or more past their end.
     """
-    with _open_media(path) as container:
-        if not container.streams.audio:
+
+    def __init__(self, path: str | Path, sample_rate: int = 16000):
+        self.path, self.sample_rate = path, sample_rate
+        self._media = _open_media(path)
+        container = self._media.__enter__()
+        self.has_audio = bool(container.streams.audio)
+        self._frames = None
+        if self.has_audio:
+            stream = container.streams.audio[0]
+            if not _decodable(stream):
+                self.close()
+                raise AvisInputError(f"{_name(path)}: its audio codec is not supported by this FFmpeg build")
+            video_start = _stream_start(container.streams.video[0]) if container.streams.video else 0.0
+            self._frames = container.decode(stream)
+            self._buffer = MonoAudioBuffer(sample_rate, video_start, _stream_start(stream))
+
+    def read_until(self, seconds: float) -> AudioTrack | None:
+        """The track up to at least `seconds` from the video's start (or to its end when shorter), from its start or
+        from where `forget_before` let it go; None when the file has no audio track."""
+        if not self.has_audio:
             return None
-        stream = container.streams.audio[0]
-        if not _decodable(stream):
-            raise AvisInputError(f"{_name(path)}: its audio codec is not supported by this FFmpeg build")
-        video_start = _stream_start(container.streams.video[0]) if container.streams.video else 0.0
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-        chunks, start, length = [], None, 0
         try:
-            for frame in container.decode(stream):
-                if start is None:
-                    start = (frame.time if frame.time is not None else _stream_start(stream)) - video_start
-                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-                length += frame.samples * sample_rate / frame.sample_rate
-                if max_duration is not None and start + length / sample_rate > max_duration:
-                    break
-            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+            while self._frames is not None and self._buffer.end < seconds:
+                frame = next(self._frames, None)
+                self._buffer.add(frame)
+                if frame is None:
+                    self._frames = None
         except av.error.FFmpegError as error:
             raise AvisInputError(
-                f"{_name(path)}: the audio track is corrupt or truncated ({_reason(error)})"
+                f"{_name(self.path)}: the audio track is corrupt or truncated ({_reason(error)})"
             ) from None
-        if not chunks:
-            return AudioTrack(np.zeros(0, dtype=np.float32), sample_rate, 0.0)
-        samples = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float64).astype(np.float32)
-        return AudioTrack(samples, sample_rate, start)
+        return self._buffer.track()
+
+    def forget_before(self, seconds: float) -> None:
+        """Lets the samples before `seconds` go: a long video's sound is held no longer than its frames need it."""
+        if self.has_audio:
+            self._buffer.forget_before(seconds)
+
+    def close(self) -> None:
+        self._frames = None
+        self._media.__exit__(None, None, None)
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class MonoAudioBuffer:
+    """Decoded audio frames of one track, resampled to `sample_rate` and averaged to mono as they are added
+    (`add(frame)`, `add(None)` at the track's end), kept as one `AudioTrack` on the video's clock that grows at its
+    end and is let go at its start (`forget_before`)."""
+
+    def __init__(self, sample_rate: int, video_start: float, track_start: float):
+        self.sample_rate = sample_rate
+        self._video_start, self._track_start = video_start, track_start
+        self._resampler = av.AudioResampler(format="flt", rate=sample_rate)
+        self._chunks: list[np.ndarray] = []
+        self._first = 0  # the track's index of the first sample held
+        self._length = 0  # samples held
+        self._start: float | None = None
+
+    @property
+    def end(self) -> float:
+        """Seconds from the video's start up to which the track is decoded (-inf before its first frame)."""
+        return -math.inf if self._start is None else self._start + (self._first + self._length) / self.sample_rate
+
+    def add(self, frame: av.AudioFrame | None) -> None:
+        if frame is not None and self._start is None:
+            self._start = (frame.time if frame.time is not None else self._track_start) - self._video_start
+        for out in self._resampler.resample(frame):
+            channels = len(out.layout.channels) or 1
+            mono = out.to_ndarray().reshape(-1, channels).mean(axis=1, dtype=np.float64).astype(np.float32)
+            self._chunks.append(mono)
+            self._length += len(mono)
+        if frame is None and self._start is None:
+            self._start = 0.0
+
+    def forget_before(self, seconds: float) -> None:
+        if self._start is None:
+            return
+        drop = min(max(math.floor((seconds - self._start) * self.sample_rate) - self._first, 0), self._length)
+        if drop:
+            samples = self._joined()[drop:]
+            self._chunks = [samples.copy()]  # a copy: a view would keep the whole array
+            self._first, self._length = self._first + drop, len(samples)
+
+    def track(self) -> AudioTrack:
+        return AudioTrack(self._joined(), self.sample_rate, 0.0 if self._start is None else self._start, self._first)
+
+    def _joined(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, dtype=np.float32)
 
 
 def is_frame_folder(path: Path) -> bool:
@@ -213,6 +297,10 @@ def read_frame_folder(folder: str | Path) -> list[Path]:
     frames = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
     if not frames:
         raise AvisInputError(f"{folder}: the folder holds no .jpg or .png frames")
+    # a pipe or a device named like a frame would block the reading or never end it
+    special = next((p.name for p in frames if not p.is_file()), None)
+    if special is not None:
+        raise AvisInputError(f"{folder}: {special!r} is not a regular file")
     numbered = [p for p in frames if _trailing_number(p.stem) is not None]
     if len(numbered) != len(frames):
         odd = next(p.name for p in frames if _trailing_number(p.stem) is None)
@@ -224,44 +312,92 @@ def read_image(path: str | Path) -> np.ndarray:
     """A JPEG frame as (H, W, 3) uint8 RGB, decoded as detectron2's `read_image` does (PIL, EXIF orientation applied).
 
     PIL rather than PyAV: FFmpeg upsamples JPEG chroma differently from libjpeg (0.7 grey levels on average, up to 28
-    at colour edges), and AVISeg's frames were read with PIL.
+    at colour edges), and AVISeg's frames were read with PIL. An image over `MAX_FRAME_PIXELS` is refused from its
+    header, before it is decoded.
     """
     try:
         with Image.open(path) as image:
+            check_frame_size(image.width, image.height, path)
             return np.array(ImageOps.exif_transpose(image).convert("RGB"))
+    except Image.DecompressionBombError:
+        raise AvisInputError(f"{_name(path)}: {_over_the_limit('the image is')}") from None
     except (OSError, SyntaxError) as error:
         raise AvisInputError(f"{_name(path)}: not a readable image ({error})") from None
 
 
-def _sample(frames: Iterator[tuple[av.VideoFrame, float]], fps: float | None, native_fps: float | None):
-    """For each sampling time k / fps, the frame on screen then (see the module docstring)."""
+def check_frame_size(width: int, height: int, path: str | Path) -> None:
+    """Refuses a frame of more than `MAX_FRAME_PIXELS`, naming its size."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise AvisInputError(f"{_name(path)}: {_over_the_limit(f'frames of {width}x{height} are')}")
+
+
+def limit_decoded_frames(stream: av.video.stream.VideoStream) -> None:
+    """Makes FFmpeg refuse to decode a frame over `MAX_FRAME_PIXELS` (before allocating it): a container declares
+    the size of its first frames only, and a later frame may be of any size."""
+    stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(MAX_FRAME_PIXELS)}
+
+
+def decoding_error(path: str | Path, frames: int, error: av.error.FFmpegError) -> AvisInputError:
+    """A decoder's refusal in one line. The size limit makes FFmpeg refuse a frame with "Invalid argument", which
+    names the size only in FFmpeg's log (off unless the user turns it on): without it, both causes are said."""
+    oversized = re.search(r"Picture size (\d+)x(\d+) exceeds", _log_text(error))
+    if oversized:
+        width, height = oversized.groups()
+        return AvisInputError(f"{_name(path)}: frame {frames + 1}: {_over_the_limit(f'frames of {width}x{height} are')}")
+    if isinstance(error, av.error.ArgumentError):
+        return AvisInputError(
+            f"{_name(path)}: frame {frames + 1} could not be decoded ({_reason(error)}): it is "
+            f"{_over_the_limit('either')}, or corrupt"
+        )
+    return AvisInputError(
+        f"{_name(path)}: the video is corrupt or truncated: decoding failed after {frames} frames ({_reason(error)})"
+    )
+
+
+def _over_the_limit(what: str) -> str:
+    return f"{what} over the limit of {MAX_FRAME_PIXELS / 1e6:.1f} million pixels (8192x4320)"
+
+
+def _log_text(error: av.error.FFmpegError) -> str:
+    log = getattr(error, "log", None)
+    return str(log[-1]) if isinstance(log, tuple) and log else ""
+
+
+def _sample(
+    frames: Iterator[tuple[av.VideoFrame, float]], fps: float | None, native_fps: float | None, size: tuple[int, int]
+):
+    """For each sampling time k / fps, the frame on screen then (see the module docstring), as RGB of `size`
+    (see `frame_to_rgb`)."""
     if fps is None:
         for frame, time in frames:
-            yield SampledFrame(time, frame_to_rgb(frame))
+            yield SampledFrame(time, frame_to_rgb(frame, size))
         return
     k, on_screen, image, end = 0, None, None, 0.0
     for frame, time in frames:
         while on_screen is not None and k / fps < time - TIME_TOLERANCE:
-            image = frame_to_rgb(on_screen) if image is None else image
+            image = frame_to_rgb(on_screen, size) if image is None else image
             yield SampledFrame(k / fps, image)
             k += 1
         on_screen, image, end = frame, None, time + _frame_duration(frame, native_fps)
     # The last frame stays on screen for its own duration.
     while k / fps < end - TIME_TOLERANCE:
-        image = frame_to_rgb(on_screen) if image is None else image
+        image = frame_to_rgb(on_screen, size) if image is None else image
         yield SampledFrame(k / fps, image)
         k += 1
 
 
-def _decoded_frames(path: str | Path, info: VideoInfo) -> Iterator[tuple[av.VideoFrame, float]]:
-    """Every frame in presentation order with its time from the video's start.
+def decoded_frames(path: str | Path, info: VideoInfo) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Every frame in presentation order with its time from the video's start (from the frame's timestamp, or from
+    its index at the video's rate for a raw stream without timestamps).
 
     A packet the demuxer flags as corrupt (a file cut inside it) is an error: with threaded decoding FFmpeg would
-    drop it silently. A file cut exactly between packets decodes as the shorter video it now is.
+    drop it silently. A file cut exactly between packets decodes as the shorter video it now is. No frame over
+    `MAX_FRAME_PIXELS` is decoded, wherever it is in the video.
     """
     with _open_media(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        limit_decoded_frames(stream)
         count = 0
         try:
             for packet in container.demux(stream):
@@ -271,10 +407,7 @@ def _decoded_frames(path: str | Path, info: VideoInfo) -> Iterator[tuple[av.Vide
                     yield frame, _frame_time(frame, count, info, path)
                     count += 1
         except av.error.FFmpegError as error:
-            raise AvisInputError(
-                f"{_name(path)}: the video is corrupt or truncated: decoding failed after {count} frames "
-                f"({_reason(error)})"
-            ) from None
+            raise decoding_error(path, count, error) from None
         if count == 0:
             raise AvisInputError(f"{_name(path)}: the video stream holds no frames")
 
@@ -282,7 +415,8 @@ def _decoded_frames(path: str | Path, info: VideoInfo) -> Iterator[tuple[av.Vide
 def _first_frame_rotation(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | Path
 ) -> int:
-    """The display rotation of the first frame, in degrees; decoding errors are worded as `_decoded_frames` words them."""
+    """The display rotation of the first frame, in degrees; decoding errors are worded as `decoded_frames` words them."""
+    limit_decoded_frames(stream)
     try:
         for packet in container.demux(stream):
             if packet.is_corrupt:
@@ -290,9 +424,7 @@ def _first_frame_rotation(
             for frame in packet.decode():
                 return round(frame.rotation or 0)
     except av.error.FFmpegError as error:
-        raise AvisInputError(
-            f"{_name(path)}: the video is corrupt or truncated: decoding failed after 0 frames ({_reason(error)})"
-        ) from None
+        raise decoding_error(path, 0, error) from None
     raise AvisInputError(f"{_name(path)}: the video stream holds no frames")
 
 
@@ -328,9 +460,16 @@ def _frame_duration(frame: av.VideoFrame, native_fps: float | None) -> float:
     return 1 / native_fps if native_fps else 0.0
 
 
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as (H, W, 3) uint8 RGB, turned upright by its display rotation as players show it."""
-    image = frame.to_ndarray(format="rgb24")
+def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, turned upright by its display rotation as players show it.
+
+    size: the (width, height) the video's frames have before rotation: a frame of another size (a stream may change
+    size part-way) is scaled to it, as players show it, so that every frame of a video has one size.
+    """
+    if size is not None and (frame.width, frame.height) != tuple(size):
+        image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+    else:
+        image = frame.to_ndarray(format="rgb24")
     quarter_turns = round((frame.rotation or 0) / 90)
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns % 4 else image
 
@@ -391,12 +530,18 @@ def _reason(error: av.error.FFmpegError) -> str:
 __all__ = [
     "MAX_FRAME_PIXELS",
     "AvisegVideoFiles",
+    "AudioReader",
     "AudioTrack",
+    "MonoAudioBuffer",
     "ProgressFn",
     "SampledFrame",
     "VideoInfo",
+    "check_frame_size",
+    "decoded_frames",
+    "decoding_error",
     "frame_to_rgb",
     "is_frame_folder",
+    "limit_decoded_frames",
     "probe_video",
     "read_audio",
     "read_frame_folder",

@@ -6,7 +6,8 @@ frames are painted upright, at the size the masks have.
 """
 
 import bisect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -17,7 +18,7 @@ from scipy import ndimage
 from .errors import AvisInputError, AvisUsageError
 from .outputs import atomic_file
 from .tracks import AvisVideoResult
-from .video_io import ProgressFn, VideoInfo, frame_to_rgb
+from .video_io import ProgressFn, VideoInfo, decoded_frames, frame_to_rgb
 
 # 20 colours that stay distinct from each other and on most footage (Sasha Trubetskoy's list), RGB.
 PALETTE = (
@@ -36,9 +37,6 @@ AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100,
 
 # x264 quality: visually lossless for overlays, fast enough for two CPU cores.
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
-
-# Files interleave audio and video within a second or so: once frames run this far past a cut, none before it is left.
-INTERLEAVING_SLACK = 2.0
 
 PaintFn = Callable[[np.ndarray, float], np.ndarray]
 """paint(image (H, W, 3) uint8 RGB upright, seconds from the video's start) -> image of the same shape."""
@@ -124,12 +122,17 @@ class OverlayPainter:
 
 
 def render_overlay(
-    video: VideoInfo, result: AvisVideoResult, destination: str | Path, progress: ProgressFn | None = None
+    video: VideoInfo,
+    result: AvisVideoResult,
+    destination: str | Path,
+    progress: ProgressFn | None = None,
+    until: float | None = None,
 ) -> None:
-    """Write `video` with the tracks of `result` drawn on it as an H.264 + AAC mp4 (see `transcode`)."""
+    """Write `video` with the tracks of `result` drawn on it as an H.264 + AAC mp4 (see `transcode`), up to `until`
+    seconds (the span the result was analysed over)."""
     if (result.height, result.width) != (video.height, video.width):
         raise ValueError(f"the masks are {result.width}x{result.height} but the video is {video.width}x{video.height}")
-    transcode(video, destination, OverlayPainter(result), progress)
+    transcode(video, destination, OverlayPainter(result), progress, until=until)
 
 
 def transcode(
@@ -146,69 +149,100 @@ def transcode(
     millisecond timestamps of a variable-frame-rate phone video stay distinct (frames come out in order, strictly
     increasing). The sound is re-encoded to AAC up to the end of the picture (a source without an audio track gives
     an output without one). yuv420p needs even sizes, so an odd last row or column is repeated once.
-    until: keep only this many seconds from the first video frame.
+    until: keep only the frames (and sound) before this many seconds from the first video frame.
+    The picture's end is where its decoded frames end, never what the container's header says (a header can lie).
     The file appears at `destination` only once complete; a failure leaves nothing there.
     """
     width, height = video.width + video.width % 2, video.height + video.height % 2
-    length = video.duration if until is None else min(until, video.duration)
-    end = video.start_time + length
-    expected_frames = max(1, round(length * (video.fps or video.base_fps or 25.0)))
-    with atomic_file(destination) as partial, av.open(video.path) as source:
-        video_in = source.streams.video[0]
-        audio_in = source.streams.audio[0] if source.streams.audio else None
+    until_time = math.inf if until is None else until
+    expected_frames = max(1, round(min(until or math.inf, video.duration) * (video.fps or video.base_fps or 25.0)))
+    with atomic_file(destination) as partial:
         try:
             output = av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"})
         except av.FFmpegError as error:
             raise AvisUsageError(f"{destination}: cannot be written ({error.strerror})") from None
-        with output:
-            video_out = output.add_stream(
-                "libx264", rate=video_in.average_rate or video_in.guessed_rate, options=X264_OPTIONS
-            )
+        with output, _SourceSound(video) as sound:
+            time_base = sound.video_time_base
+            video_out = output.add_stream("libx264", rate=sound.video_rate, options=X264_OPTIONS)
             video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
-            video_out.codec_context.time_base = video_out.time_base = video_in.time_base
-            audio_out = _add_aac_stream(output, audio_in) if audio_in is not None else None
-            first_pts, last_pts, frames_done = None, None, 0
-            for frame in _timed_frames(video, source, (video_in, audio_in), end + INTERLEAVING_SLACK):
-                if frame.time >= end - TIME_TOLERANCE:
-                    continue
-                if isinstance(frame, av.AudioFrame):
-                    if frame.time >= video.start_time:
-                        # The output's clock starts at the first video frame, for the sound as for the picture.
-                        frame.pts -= round(video.start_time / frame.time_base)
-                        _encode(output, audio_out, frame, video)
-                    continue
-                first_pts = frame.pts if first_pts is None else first_pts
-                last_pts = frame.pts - first_pts if last_pts is None else max(frame.pts - first_pts, last_pts + 1)
-                image = _even(paint(frame_to_rgb(frame), frame.time - video.start_time), height, width)
+            video_out.codec_context.time_base = video_out.time_base = time_base
+            audio_out = _add_aac_stream(output, sound.stream) if sound.stream is not None else None
+            last_pts, picture_end, frames_done = None, 0.0, 0
+            for frame, time in decoded_frames(video.path, video):
+                if not time < until_time - TIME_TOLERANCE:
+                    break
+                for sound_frame in sound.frames_before(time):
+                    _encode(output, audio_out, sound_frame, video)
+                pts = round(time / time_base)
+                last_pts = pts if last_pts is None else max(pts, last_pts + 1)
+                picture_end = time + _frame_seconds(frame, video)
+                image = _even(paint(frame_to_rgb(frame, video.decoded_size), time), height, width)
                 painted = av.VideoFrame.from_ndarray(image, format="rgb24")
-                painted.pts, painted.time_base = last_pts, video_in.time_base
+                painted.pts, painted.time_base = last_pts, time_base
                 _encode(output, video_out, painted, video)
                 frames_done += 1
                 if progress is not None:
                     progress(min(frames_done / expected_frames, 1.0), description)
+            for sound_frame in sound.frames_before(min(picture_end, until_time)):
+                _encode(output, audio_out, sound_frame, video)
             for stream in (video_out, audio_out):
                 if stream is not None:
                     _encode(output, stream, None, video)
 
 
-def _timed_frames(video: VideoInfo, source: av.container.InputContainer, streams: tuple, stop_after: float):
-    """Video and audio frames in the order the file interleaves them (frames without a time left out), until one
-    starts at `stop_after` seconds; the video decoder then gives up the frames it still holds back (reordering)."""
-    done = 0
-    try:
-        for packet in source.demux(*(stream for stream in streams if stream is not None)):
-            for frame in packet.decode():
+class _SourceSound:
+    """The source's first audio track, read from a container of its own in step with the picture: `frames_before(t)`
+    gives its frames that start before `t` seconds from the video's start and were not given yet, on that clock, so
+    that a file that keeps its sound apart from its picture (an hour of sound after two seconds of picture) is read
+    no further than the picture. Also the video stream's clock and rate, for the output's."""
+
+    def __init__(self, video: VideoInfo):
+        self.video = video
+        self._container = av.open(video.path)
+        video_in = self._container.streams.video[0]
+        self.video_time_base = video_in.time_base
+        self.video_rate = video_in.average_rate or video_in.guessed_rate
+        self.stream = self._container.streams.audio[0] if self._container.streams.audio else None
+        self._frames = self._container.decode(self.stream) if self.stream is not None else iter(())
+        self._next: av.AudioFrame | None = None
+
+    def frames_before(self, time: float) -> Iterator[av.AudioFrame]:
+        try:
+            while True:
+                if self._next is None:
+                    self._next = next(self._frames, None)
+                    if self._next is None:
+                        return
+                frame = self._next
                 if frame.time is None:
+                    self._next = None
                     continue
-                if frame.time >= stop_after:
-                    yield from (held for held in streams[0].decode(None) if held.time is not None)
+                seconds = frame.time - self.video.start_time
+                if not seconds < time - TIME_TOLERANCE:
                     return
-                done += isinstance(frame, av.VideoFrame)
-                yield frame
-    except av.FFmpegError as error:
-        raise AvisInputError(
-            f"{video.name}: the video is corrupt or truncated: decoding failed after {done} frames ({error.strerror})"
-        ) from None
+                self._next = None
+                if seconds >= 0:
+                    # The output's clock starts at the first video frame, for the sound as for the picture.
+                    frame.pts -= round(self.video.start_time / frame.time_base)
+                    yield frame
+        except av.FFmpegError as error:
+            raise AvisInputError(
+                f"{self.video.name}: the audio track is corrupt or truncated ({error.strerror})"
+            ) from None
+
+    def __enter__(self) -> "_SourceSound":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._container.close()
+
+
+def _frame_seconds(frame: av.VideoFrame, video: VideoInfo) -> float:
+    """How long a frame stays on screen: its own duration, else one frame at the video's rate."""
+    if frame.duration and frame.time_base:
+        return float(frame.duration * frame.time_base)
+    rate = video.fps or video.base_fps
+    return 1 / rate if rate else 0.0
 
 
 def _encode(output: av.container.OutputContainer, stream, frame, video: VideoInfo) -> None:

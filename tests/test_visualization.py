@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from app.media import probe_upload, trim_video
+from app.media import probe_upload
 from modeling_avis.errors import AvisInputError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
 from modeling_avis.video_io import probe_video
@@ -179,11 +179,11 @@ def test_odd_sized_video_is_padded_to_even_for_yuv420p_with_its_last_row_and_col
     assert np.abs(frame[:, -1] - frame[:, -2]).max() <= 6 and np.abs(frame[-1] - frame[-2]).max() <= 6
 
 
-def test_trim_keeps_only_the_first_seconds_with_sound(tmp_path, video):
-    trimmed = trim_video(video, tmp_path / "trimmed.mp4", 1.0, no_progress)
-    summary = stream_summary(tmp_path / "trimmed.mp4")
+def test_until_keeps_only_the_first_seconds_with_sound(tmp_path, video):
+    transcode(video, tmp_path / "cut.mp4", lambda image, time: image, no_progress, until=1.0)
+    summary = stream_summary(tmp_path / "cut.mp4")
     assert summary["video"]["frames"] == FPS
-    assert abs(trimmed.duration - 1.0) <= 1 / FPS
+    assert abs(probe_video(tmp_path / "cut.mp4").duration - 1.0) <= 1 / FPS
     assert abs(summary["audio"]["duration"] - 1.0) <= 0.05
 
 
