@@ -609,6 +609,10 @@ class AvisVideoSegmenter:
             chunks, lambda done: report(0.9 * min(done / expected, 1.0), "Decoding and encoding frames")
         ) as outputs:
             report(0.9, "Drawing masks")
+            # the post-processing reads the features twice (to score, then to draw), a few frames at a time
+            outputs.mask_features = [
+                _ReadProgress(outputs.mask_features[0], lambda fraction: report(0.9 + 0.1 * fraction, "Drawing masks"))
+            ]
             (result,) = self.processor.post_process_video_instance_segmentation(
                 outputs, [chunks.metadata()], self.model.config.id2label, score_threshold, max_instances
             )
@@ -657,6 +661,24 @@ class AvisVideoSegmenter:
                 del encoding  # its frame queries go once the clip module has read them
             release_freed_memory()
             yield outputs
+
+
+class _ReadProgress:
+    """A video's mask features, read as the store is (`len`, `[start:stop]`), reporting the fraction of the two reads
+    of the post-processing done: `progress(fraction)` before each read (and a cancelled analysis stops there)."""
+
+    def __init__(self, frames: AvisMaskFeatureStore, progress: Callable[[float], None]):
+        self.frames, self.progress = frames, progress
+        self._read = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, frames: slice) -> torch.Tensor:
+        self.progress(min(self._read / max(2 * len(self.frames), 1), 1.0))
+        chunk = self.frames[frames]
+        self._read += len(chunk)
+        return chunk
 
 
 @contextlib.contextmanager
