@@ -18,6 +18,7 @@ and height are those of the upright frames).
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -316,10 +317,13 @@ def read_image(path: str | Path) -> np.ndarray:
     header, before it is decoded.
     """
     try:
-        with Image.open(path) as image:
-            check_frame_size(image.width, image.height, path)
-            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            # PIL warns of images over 89 million pixels (and refuses those over 179): the limit here is lower
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_frame_size(image.width, image.height, path)
+                return np.array(ImageOps.exif_transpose(image).convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise AvisInputError(f"{_name(path)}: {_over_the_limit('the image is')}") from None
     except (OSError, SyntaxError) as error:
         raise AvisInputError(f"{_name(path)}: not a readable image ({error})") from None

@@ -6,6 +6,10 @@ phone's variable frame rate, a short picture with an hour of sound), no sound, n
 sounding shape is present throughout (the shipped default model finds the shapes).
 """
 
+import io
+import struct
+import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -173,3 +177,191 @@ def _mux_tone(container, stream, seconds: float) -> None:
     for start in range(0, len(tone), 1024):
         container.mux(stream.encode(_audio_frame(tone[start : start + 1024], start)))
     container.mux(stream.encode())
+
+
+# --- hostile and unusual files: what a crafted upload can be ------------------------------------------------------
+
+
+def surround(codec: str, layout: str, suffix: str, rate: int = 48000, seconds: float = 2.0):
+    """A maker of a 64x48 video whose sound has `layout`'s channels (7.1, 22.2 ...) in `codec`.
+
+    PyAV 18.1 cannot make planar frames of 8 channels or more from arrays (nor read them back): the tone is made as
+    interleaved samples and resampled to the encoder's format by FFmpeg.
+    """
+
+    def make(folder: Path) -> Path:
+        path = folder / f"sound_{layout.replace('.', '_')}_{codec}{suffix}"
+        with av.open(str(path), "w") as container:
+            video = container.add_stream("libx264", rate=4)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+            audio = container.add_stream(codec, rate=rate, layout=layout)
+            for index in range(round(seconds * 4)):
+                container.mux(video.encode(_frame(np.full((48, 64, 3), 30 * index, np.uint8), index)))
+            container.mux(video.encode())
+            _mux_interleaved_tone(container, audio, layout, rate, seconds)
+        return path
+
+    return make
+
+
+def surround_wav(path: Path, layout: str = "7.1", seconds: float = 3.0, rate: int = 16000) -> Path:
+    """A PCM WAV of `layout`'s channels."""
+    with av.open(str(path), "w") as container:
+        _mux_interleaved_tone(
+            container, container.add_stream("pcm_s16le", rate=rate, layout=layout), layout, rate, seconds
+        )
+    return path
+
+
+def _mux_interleaved_tone(container, stream, layout: str, rate: int, seconds: float) -> None:
+    channels = len(av.AudioLayout(layout).channels)
+    frame_size = stream.codec_context.frame_size or 1024
+    resampler = av.AudioResampler(
+        format=stream.codec_context.format.name, layout=layout, rate=rate, frame_size=frame_size
+    )
+    total = round(seconds * rate)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / rate)
+    for start in range(0, total, frame_size):
+        piece = tone[start : start + frame_size]
+        interleaved = np.repeat(piece, channels).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(interleaved, format="flt", layout=layout)
+        frame.sample_rate, frame.pts = rate, start
+        for out in resampler.resample(frame):
+            container.mux(stream.encode(out))
+    for out in resampler.resample(None):
+        container.mux(stream.encode(out))
+    container.mux(stream.encode())
+
+
+def under_declared_mp4(seconds: int, declared: float):
+    """A maker of an mp4 of `seconds` at 2 fps whose duration fields (mvhd, tkhd, mdhd) say `declared` seconds."""
+
+    def make(folder: Path) -> Path:
+        source = _gradient_video(folder / "honest.mp4", seconds)
+        path = folder / "lying_header.mp4"
+        path.write_bytes(_patched_mp4_durations(source.read_bytes(), declared))
+        source.unlink()
+        return path
+
+    return make
+
+
+def under_declared_mkv(seconds: int, declared: float):
+    """A maker of a Matroska file of `seconds` at 2 fps whose Segment Duration says `declared` seconds."""
+
+    def make(folder: Path) -> Path:
+        source = _gradient_video(folder / "honest.mkv", seconds)
+        data = bytearray(source.read_bytes())
+        at = data.find(b"\x44\x89")  # the Duration element, a float of milliseconds (the default TimecodeScale)
+        if data[at + 2] == 0x88:
+            data[at + 3 : at + 11] = struct.pack(">d", declared * 1000)
+        else:
+            data[at + 3 : at + 7] = struct.pack(">f", declared * 1000)
+        path = folder / "lying_header.mkv"
+        path.write_bytes(bytes(data))
+        source.unlink()
+        return path
+
+    return make
+
+
+def _gradient_video(path: Path, seconds: int, fps: int = 2) -> Path:
+    from .app_media import write_video as write_gradient_video
+
+    return write_gradient_video(path, width=64, height=48, fps=fps, num_frames=seconds * fps)
+
+
+def _patched_mp4_durations(data: bytes, seconds: float) -> bytes:
+    """An mp4 whose mvhd, tkhd and mdhd boxes declare `seconds` (in each box's timescale; tkhd in the movie's)."""
+    data = bytearray(data)
+    movie_scale = None
+    for box in (b"mvhd", b"mdhd", b"tkhd"):
+        at = data.find(box)
+        while at != -1:
+            version, body = data[at + 4], at + 8  # after the box type: version (1), flags (3)
+            if box == b"tkhd":
+                field, scale = body + (20 if version else 12), movie_scale  # times, track id, reserved
+            else:
+                scale_at = body + (16 if version else 8)  # creation and modification times
+                scale = struct.unpack(">I", data[scale_at : scale_at + 4])[0]
+                movie_scale = scale if box == b"mvhd" else movie_scale
+                field = scale_at + 4
+            value = round(seconds * scale)
+            data[field : field + (8 if version else 4)] = struct.pack(">Q" if version else ">I", value)
+            at = data.find(box, at + 4)
+    return bytes(data)
+
+
+def frames_hours_apart(folder: Path) -> Path:
+    """A tiny Matroska file of two frames 10 hours apart (36,000 sampling times at 1 fps between them)."""
+    path = folder / "ten_hours.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for index, milliseconds in enumerate((0, 36_000_000)):
+            frame = _frame(np.full((48, 64, 3), 60 + 100 * index, np.uint8), milliseconds)
+            frame.time_base = Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _jpeg(width: int, height: int, value: int, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), value if mode == "L" else (value,) * 3).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _mjpeg_video(path: Path, pictures: list[bytes], fps: int = 4) -> Path:
+    """A Matroska file of JPEG pictures, each packet a whole picture (of any size)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        container.start_encoding()
+        for index, picture in enumerate(pictures):
+            packet = av.Packet(picture)
+            packet.stream, packet.time_base = stream, Fraction(1, fps)
+            packet.pts = packet.dts = index
+            container.mux(packet)
+    return path
+
+
+def oversized_later_frames(folder: Path) -> Path:
+    """A 6 MB video whose first frames are 64x48 and whose later ones are 9000x9000 (81 million pixels)."""
+    small = [_jpeg(64, 48, 20 + 30 * index) for index in range(4)]
+    return _mjpeg_video(folder / "grows.mkv", small + [_jpeg(9000, 9000, 200, "L")] * 2)
+
+
+def size_changing_frames(folder: Path) -> Path:
+    """A video whose frames between the sampled ones are of another size (a stream that changes size part-way)."""
+    pictures = [_jpeg(64, 48, 40) if index % 4 == 0 else _jpeg(96, 80, 160) for index in range(12)]
+    return _mjpeg_video(folder / "resized.mkv", pictures)
+
+
+def raw_h264(folder: Path) -> Path:
+    """A raw H.264 stream: no container, no timestamps."""
+    return write_video(folder / "camera.h264", num_frames=24, fps=12, size=(64, 48), container_format="h264")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height (grey) and holds no pixels: readers that trust its header allocate them."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def aviseg_frames(folder: Path, frames: int = 3, wav_layout: str | None = None) -> Path:
+    """An AVISeg frame folder `<folder>/aviseg/JPEGImages/clip/` of `frames` 64x48 JPEGs (1 fps), with a
+    `WAVAudios/clip.wav` of `wav_layout`'s channels beside it when given."""
+    frames_folder = folder / "aviseg" / "JPEGImages" / "clip"
+    frames_folder.mkdir(parents=True)
+    for index in range(frames):
+        Image.fromarray(np.full((48, 64, 3), 40 + 50 * index, np.uint8)).save(frames_folder / f"{index:05d}.jpg")
+    if wav_layout is not None:
+        (folder / "aviseg" / "WAVAudios").mkdir()
+        surround_wav(folder / "aviseg" / "WAVAudios" / "clip.wav", wav_layout, seconds=frames + 1.0)
+    return frames_folder

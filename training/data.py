@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from modeling_avis.configuration_avis import AvisConfig
-from modeling_avis.errors import AvisDatasetError
+from modeling_avis.errors import AvisDatasetError, AvisInputError, one_line
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.image_processing_avis import AvisImageProcessor
 from modeling_avis.tracks import check_rle
-from modeling_avis.video_io import AvisegVideoFiles, read_audio
+from modeling_avis.video_io import AvisegVideoFiles, read_audio, read_image
 
 from .augmentation import ClipAugmentation, FrameTransform
 
@@ -224,13 +223,13 @@ def sample_frame_indices(
 
 
 def read_frame(path: Path) -> Tensor:
-    """An image file as (3, H, W) uint8 RGB, EXIF orientation applied."""
+    """An image file as (3, H, W) uint8 RGB, EXIF orientation applied, read as inference reads frames (within the
+    same size limit)."""
     try:
-        with Image.open(path) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, ValueError) as error:
-        raise AvisDatasetError(f"cannot read the frame {path}: {error}") from error
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+        rgb = read_image(path)
+    except AvisInputError as error:
+        raise AvisDatasetError(f"cannot read the frame {path}: {one_line(error)}") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def load_audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
