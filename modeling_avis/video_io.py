@@ -25,7 +25,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import AvisInputError
+from .errors import AvisInputError, printable
 
 # 8K UHD (8192 x 4320, the largest H.264 level 6.2 frame): a decoded RGB frame is then ~106 MB. Larger frames are
 # refused before decoding; every frame is resized to a few hundred pixels right after decoding anyway.
@@ -381,7 +381,7 @@ def _trailing_number(stem: str) -> int | None:
 
 
 def _name(path: str | Path) -> str:
-    return Path(path).name
+    return printable(Path(path).name)
 
 
 def _reason(error: av.error.FFmpegError) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .errors import AvisInputError, AvisUsageError
+from .errors import AvisInputError, AvisUsageError, printable
 from .outputs import atomic_file
 from .tracks import AvisVideoResult
 from .video_io import ProgressFn, VideoInfo, frame_to_rgb
@@ -159,7 +159,7 @@ def transcode(
         try:
             output = av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"})
         except av.FFmpegError as error:
-            raise AvisUsageError(f"{destination}: cannot be written ({error.strerror})") from None
+            raise AvisUsageError(f"{printable(destination)}: cannot be written ({error.strerror})") from None
         with output:
             video_out = output.add_stream(
                 "libx264", rate=video_in.average_rate or video_in.guessed_rate, options=X264_OPTIONS
@@ -207,7 +207,7 @@ def _timed_frames(video: VideoInfo, source: av.container.InputContainer, streams
                 yield frame
     except av.FFmpegError as error:
         raise AvisInputError(
-            f"{video.name}: the video is corrupt or truncated: decoding failed after {done} frames ({error.strerror})"
+            f"{printable(video.name)}: the video is corrupt or truncated: decoding failed after {done} frames ({error.strerror})"
         ) from None
 
 
@@ -216,7 +216,7 @@ def _encode(output: av.container.OutputContainer, stream, frame, video: VideoInf
     try:
         output.mux(stream.encode(frame))
     except av.FFmpegError as error:
-        raise AvisInputError(f"{video.name}: its overlay could not be encoded ({error.strerror})") from None
+        raise AvisInputError(f"{printable(video.name)}: its overlay could not be encoded ({error.strerror})") from None
 
 
 def _even(image: np.ndarray, height: int, width: int) -> np.ndarray:
