@@ -23,7 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisProcessor, save_model_folder
 from modeling_avis.configuration_avis import AvisVggishConfig
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
-from modeling_avis.errors import AvisCheckpointError, AvisUsageError, one_line
+from modeling_avis.errors import AvisCheckpointError, AvisUsageError, one_line, printable
 from modeling_avis.outputs import atomic_folder, check_output_folder
 
 from .backbone_keys import convert_backbone_state_dict
@@ -51,7 +51,7 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     checkpoint = load_torch_file(path)
     state_dict = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
-        raise AvisCheckpointError(f"{path} is not a detectron2 checkpoint: it has no 'model' state dict")
+        raise AvisCheckpointError(f"{printable(path)} is not a detectron2 checkpoint: it has no 'model' state dict")
     return state_dict
 
 
@@ -185,7 +185,7 @@ def convert(args: argparse.Namespace) -> int:
     check_output_folder(args.output_dir)
     for io_path in args.verify:
         if not Path(io_path).is_file():
-            raise AvisUsageError(f"{io_path}: no such io file to verify against")
+            raise AvisUsageError(f"{printable(io_path)}: no such io file to verify against")
     if args.preset:
         config = AvisConfig.from_preset(args.preset)
         processor = AvisProcessor.for_model(config)

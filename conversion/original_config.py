@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from modeling_avis.configuration_avis import AVISEG_LABELS, AvisConfig
-from modeling_avis.errors import AvisCheckpointError, one_line
+from modeling_avis.errors import AvisCheckpointError, one_line, printable
 from modeling_avis.image_processing_avis import AvisImageProcessor
 from modeling_avis.processing_avis import AvisProcessor
 
@@ -18,9 +18,9 @@ def load_original_config(path: str | Path) -> dict:
         with open(path) as handle:
             cfg = yaml.safe_load(handle)
     except yaml.YAMLError as error:
-        raise AvisCheckpointError(f"{path}: not a YAML file ({one_line(error)})") from None
+        raise AvisCheckpointError(f"{printable(path)}: not a YAML file ({one_line(error)})") from None
     if not isinstance(cfg, dict) or "MODEL" not in cfg:
-        raise AvisCheckpointError(f"{path}: not a detectron2 config of AVISM (it has no MODEL section)")
+        raise AvisCheckpointError(f"{printable(path)}: not a detectron2 config of AVISM (it has no MODEL section)")
     return cfg
 
 

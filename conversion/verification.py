@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from modeling_avis.errors import AvisInputError
+from modeling_avis.errors import AvisInputError, printable
 from modeling_avis.post_processing_avis import select_instances
 from modeling_avis.processing_avis import AvisProcessor, AvisVideoMetadata
 from modeling_avis.tracks import AvisVideoResult, decode_mask
@@ -239,9 +239,11 @@ def compare_with_original(model, processor: AvisProcessor, io_path: str | Path, 
     try:
         reference = load_file(str(io_path))
     except SafetensorError as error:
-        raise AvisInputError(f"{io_path}: not a safetensors io file ({error})") from None
+        raise AvisInputError(f"{printable(io_path)}: not a safetensors io file ({error})") from None
     if "input.images" not in reference:
-        raise AvisInputError(f"{io_path}: not an io file of the original's captured stages (no input.images)")
+        raise AvisInputError(
+            f"{printable(io_path)}: not an io file of the original's captured stages (no input.images)"
+        )
     out_hw = tuple(int(v) for v in reference["input.out_hw"])
     stages = run_with_stages(model, processor, reference["input.images"], reference["input.audio"], out_hw)
     results = compare_stages(stages, reference)

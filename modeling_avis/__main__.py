@@ -19,14 +19,25 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .entry_point import BAD_INPUT, OneLineArgumentParser, run_command
-from .errors import AvisError, AvisInputError, AvisUsageError, one_line
+from .entry_point import (
+    BAD_INPUT,
+    OneLineArgumentParser,
+    cpu_threads,
+    device,
+    disk_gigabytes,
+    error_message,
+    positive_float,
+    positive_int,
+    run_command,
+    score_threshold,
+)
+from .errors import AvisError, AvisInputError, AvisUsageError, printable
 from .heap import reuse_freed_memory
 from .inference_avis import DEFAULT_DISK_BUDGET, AvisVideoSegmenter
-from .outputs import check_output_file, write_text_atomically
+from .outputs import check_folder_to_write_in, check_output_file, check_outputs_apart, write_text_atomically
 from .results import track_summary, write_results_json
 from .tracks import AvisVideoResult
-from .video_io import is_frame_folder, probe_video
+from .video_io import AvisegVideoFiles, is_frame_folder, probe_video
 from .visualization import render_overlay
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
@@ -54,21 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a folder written by save_pretrained, or a Hub id (default: ${DEFAULT_MODEL_VARIABLE}, else the shipped "
         f"{DEFAULT_MODEL_NAME}, trained on synthetic shapes)",
     )
-    predict.add_argument("--fps", type=_positive_float, default=1.0, help="frames sampled per second (default: 1)")
+    predict.add_argument("--fps", type=positive_float, default=1.0, help="frames sampled per second (default: 1)")
     predict.add_argument(
-        "--threshold", type=_probability, help="drop instances scoring at or below it, in [0, 1) (default: model's)"
+        "--threshold", type=score_threshold, help="drop instances scoring at or below it, in [0, 1) (default: model's)"
     )
-    predict.add_argument("--max-instances", type=_positive_int, help="keep at most this many instances per video")
+    predict.add_argument("--max-instances", type=positive_int, help="keep at most this many instances per video")
     predict.add_argument(
         "--max-seconds",
-        type=_positive_float,
+        type=positive_float,
         metavar="SECONDS",
         help="analyse (and draw) only each video's first SECONDS, by its frames' decoded times (default: all)",
     )
     predict.add_argument("--out", type=Path, help="overlay mp4 (for a folder: the folder to write overlays into)")
     predict.add_argument("--json", type=Path, help="the AVIS results JSON of all videos")
     predict.add_argument("--summary", action="store_true", help="print each track: class, score, when it sounds")
-    predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    predict.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     predict.add_argument(
         "--dtype",
         choices=list(DTYPES),
@@ -76,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the model in bfloat16 (CPU or CUDA: about 1.6x as fast on a 2-core CPU, no longer the original's "
         "numbers to 1e-4) or float16 (CUDA) (default: float32)",
     )
-    predict.add_argument("--threads", type=_positive_int, help="CPU cores to use (default: torch's thread count)")
+    predict.add_argument(
+        "--threads", type=cpu_threads, help="CPU cores to use, at most those it may run on (default: torch's count)"
+    )
     predict.add_argument(
         "--disk-budget",
-        type=_non_negative_float,
+        type=disk_gigabytes,
         default=DEFAULT_DISK_BUDGET / 2**30,
         metavar="GB",
         help="temporary disk for a long video's mask features; beyond it they are computed again, at the cost of "
@@ -96,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
 def predict(args: argparse.Namespace) -> int:
     videos = _list_videos(args.video)
     folder_mode = args.video.is_dir() and not is_frame_folder(args.video)
-    _check_outputs(args, folder_mode)
+    model = args.model or default_model()
+    _check_outputs(args, videos, folder_mode, model)
     reuse_freed_memory()
     segmenter = AvisVideoSegmenter.from_pretrained(
-        args.model or default_model(),
+        model,
         args.device,
         DTYPES[args.dtype],
         cpu_threads=args.threads,
@@ -113,17 +127,17 @@ def predict(args: argparse.Namespace) -> int:
         try:
             result = _segment(segmenter, video, args)
             if args.out is not None and video.is_file():
-                overlay = args.out / f"{video.stem}_avis.mp4" if folder_mode else args.out
+                overlay = overlay_path(args.out, video) if folder_mode else args.out
                 _render(video, result, overlay, args.max_seconds)
         except AvisError as error:
             if not folder_mode:
                 raise
             failures += 1
-            print(f"{prefix}error: {one_line(error)}", file=sys.stderr)
+            print(f"{prefix}error: {printable(error_message(error))}", file=sys.stderr)
             continue
         results[video_id] = result
-        count = len(result.tracks)
-        print(f"{prefix}{video.name}: {count} sounding instance{'s' * (count != 1)} in {result.num_frames} frames")
+        count, name = len(result.tracks), printable(video.name)
+        print(f"{prefix}{name}: {count} sounding instance{'s' * (count != 1)} in {result.num_frames} frames")
         for note in result.notes:
             print(f"{prefix}note: {note}", file=sys.stderr)
         if args.summary:
@@ -132,20 +146,43 @@ def predict(args: argparse.Namespace) -> int:
         write_results_json(results, args.json)
         if folder_mode:
             index = [{"video_id": video_id, "video": videos[video_id - 1].name} for video_id in results]
-            write_text_atomically(args.json.with_name(f"{args.json.stem}.videos.json"), json.dumps(index, indent=1))
+            write_text_atomically(video_index_path(args.json), json.dumps(index, indent=1))
     return BAD_INPUT if failures else 0
 
 
-def _check_outputs(args: argparse.Namespace, folder_mode: bool) -> None:
-    """Every output path checked before any inference, so that a bad one fails at once."""
+def _check_outputs(args: argparse.Namespace, videos: list[Path], folder_mode: bool, model: str) -> None:
+    """Every output checked before the model is loaded: each can be written, none writes over an input (a video,
+    a frame, its sound, a file of the model folder) or another output."""
     if args.out is not None and not folder_mode and is_frame_folder(args.video):
-        raise AvisUsageError(f"{args.video}: a frame folder has no video to draw an overlay on; leave out --out")
-    if args.json is not None:
-        check_output_file(args.json)
+        raise AvisUsageError(
+            f"{printable(args.video)}: a frame folder has no video to draw an overlay on; leave out --out"
+        )
+    files = [("--json", args.json)] if args.json is not None else []
+    if args.json is not None and folder_mode:
+        files.append(("the video index of --json", video_index_path(args.json)))
     if args.out is not None and not folder_mode:
-        check_output_file(args.out)
-    if args.out is not None and folder_mode and args.out.exists() and not args.out.is_dir():
-        raise AvisUsageError(f"{args.out}: is a file; for a folder of videos, --out names the folder of overlays")
+        files.append(("--out", args.out))
+    for _, path in files:
+        check_output_file(path)
+    overlays = []
+    if args.out is not None and folder_mode:
+        overlays = [(f"the overlay of {printable(v.name)}", overlay_path(args.out, v)) for v in videos if v.is_file()]
+        check_folder_to_write_in(args.out, [overlay.name for _, overlay in overlays])
+    inputs = [*videos, *Path(model).glob("*")]
+    for frames in filter(Path.is_dir, videos):
+        sound = AvisegVideoFiles.of_frame_folder(frames)
+        inputs += [sound.features, sound.wav]
+    check_outputs_apart(files + overlays, inputs)
+
+
+def overlay_path(folder: Path, video: Path) -> Path:
+    """Where predict on a folder of videos draws `video`'s overlay."""
+    return folder / f"{video.stem}_avis.mp4"
+
+
+def video_index_path(results: Path) -> Path:
+    """The video ids of a folder's results JSON, beside it."""
+    return results.with_name(f"{results.stem}.videos.json")
 
 
 def default_model() -> str:
@@ -161,7 +198,7 @@ def default_model() -> str:
 
 
 def _segment(segmenter: AvisVideoSegmenter, video: Path, args: argparse.Namespace) -> AvisVideoResult:
-    with tqdm(total=100, desc=video.name, unit="%", leave=False, file=sys.stderr, disable=None) as bar:
+    with tqdm(total=100, desc=printable(video.name), unit="%", leave=False, file=sys.stderr, disable=None) as bar:
 
         def progress(fraction: float, stage: str) -> None:
             bar.set_postfix_str(stage, refresh=False)
@@ -173,7 +210,9 @@ def _segment(segmenter: AvisVideoSegmenter, video: Path, args: argparse.Namespac
 
 
 def _render(video: Path, result: AvisVideoResult, destination: Path, until: float | None) -> None:
-    with tqdm(total=100, desc=f"{video.name} overlay", unit="%", leave=False, file=sys.stderr, disable=None) as bar:
+    with tqdm(
+        total=100, desc=f"{printable(video.name)} overlay", unit="%", leave=False, file=sys.stderr, disable=None
+    ) as bar:
         render_overlay(
             probe_video(video),
             result,
@@ -195,7 +234,7 @@ def _print_summary(result: AvisVideoResult) -> None:
 
 def _list_videos(path: Path) -> list[Path]:
     if not path.exists():
-        raise AvisInputError(f"{path}: no such file or folder")
+        raise AvisInputError(f"{printable(path)}: no such file or folder")
     if path.is_file() or is_frame_folder(path):
         return [path]
     videos = sorted(
@@ -204,37 +243,10 @@ def _list_videos(path: Path) -> list[Path]:
         if (entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES) or (entry.is_dir() and is_frame_folder(entry))
     )
     if not videos:
-        raise AvisInputError(f"{path}: the folder holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no frame folders")
+        raise AvisInputError(
+            f"{printable(path)}: the folder holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no frame folders"
+        )
     return videos
-
-
-def _number(text: str, accepted, requirement: str) -> float:
-    """`text` as a float where `accepted(value)`, else an argparse error saying it `requirement`."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not accepted(value):
-        raise argparse.ArgumentTypeError(f"{requirement}, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _number(text, lambda value: value > 0, "must be positive")
-
-
-def _probability(text: str) -> float:
-    return _number(text, lambda value: 0 <= value < 1, "must be at least 0 and below 1 (scores are probabilities)")
-
-
-def _non_negative_float(text: str) -> float:
-    return _number(text, lambda value: value >= 0, "must be 0 or more")
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return int(text)
 
 
 if __name__ == "__main__":

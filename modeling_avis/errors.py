@@ -30,6 +30,12 @@ class AvisUsageError(AvisError, ValueError):
     """Arguments that cannot work: a value out of range, an output path that cannot be written."""
 
 
+def printable(text: object) -> str:
+    """`text` (a path, a name, a message) with every unprintable character escaped as in a Python string literal (a
+    newline as \\n): a file name can neither break a one-line message nor send the terminal control codes."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in str(text))
+
+
 def one_line(error: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(error).strip()
@@ -44,4 +50,5 @@ __all__ = [
     "AvisInputError",
     "AvisUsageError",
     "one_line",
+    "printable",
 ]

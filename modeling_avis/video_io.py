@@ -28,7 +28,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import AvisInputError
+from .errors import AvisInputError, printable
 
 # 8K UHD (8192 x 4320, the largest H.264 level 6.2 frame): a decoded RGB frame is then ~106 MB. Larger frames are
 # refused before decoding; every frame is resized to a few hundred pixels right after decoding anyway.
@@ -301,7 +301,7 @@ def read_frame_folder(folder: str | Path) -> list[Path]:
     # a pipe or a device named like a frame would block the reading or never end it
     special = next((p.name for p in frames if not p.is_file()), None)
     if special is not None:
-        raise AvisInputError(f"{folder}: {special!r} is not a regular file")
+        raise AvisInputError(f"{printable(folder)}: {printable(special)!r} is not a regular file")
     numbered = [p for p in frames if _trailing_number(p.stem) is not None]
     if len(numbered) != len(frames):
         odd = next(p.name for p in frames if _trailing_number(p.stem) is None)
@@ -347,7 +347,9 @@ def decoding_error(path: str | Path, frames: int, error: av.error.FFmpegError) -
     oversized = re.search(r"Picture size (\d+)x(\d+) exceeds", _log_text(error))
     if oversized:
         width, height = oversized.groups()
-        return AvisInputError(f"{_name(path)}: frame {frames + 1}: {_over_the_limit(f'frames of {width}x{height} are')}")
+        return AvisInputError(
+            f"{_name(path)}: frame {frames + 1}: {_over_the_limit(f'frames of {width}x{height} are')}"
+        )
     if isinstance(error, av.error.ArgumentError):
         return AvisInputError(
             f"{_name(path)}: frame {frames + 1} could not be decoded ({_reason(error)}): it is "
@@ -524,7 +526,7 @@ def _trailing_number(stem: str) -> int | None:
 
 
 def _name(path: str | Path) -> str:
-    return Path(path).name
+    return printable(Path(path).name)
 
 
 def _reason(error: av.error.FFmpegError) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .errors import AvisInputError, AvisUsageError
+from .errors import AvisInputError, AvisUsageError, printable
 from .outputs import atomic_file
 from .tracks import AvisVideoResult
 from .video_io import ProgressFn, VideoInfo, decoded_frames, frame_to_rgb
@@ -160,7 +160,7 @@ def transcode(
         try:
             output = av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"})
         except av.FFmpegError as error:
-            raise AvisUsageError(f"{destination}: cannot be written ({error.strerror})") from None
+            raise AvisUsageError(f"{printable(destination)}: cannot be written ({error.strerror})") from None
         with output, _SourceSound(video) as sound:
             time_base = sound.video_time_base
             video_out = output.add_stream("libx264", rate=sound.video_rate, options=X264_OPTIONS)
@@ -227,7 +227,7 @@ class _SourceSound:
                     yield frame
         except av.FFmpegError as error:
             raise AvisInputError(
-                f"{self.video.name}: the audio track is corrupt or truncated ({error.strerror})"
+                f"{printable(self.video.name)}: the audio track is corrupt or truncated ({error.strerror})"
             ) from None
 
     def __enter__(self) -> "_SourceSound":
@@ -250,7 +250,7 @@ def _encode(output: av.container.OutputContainer, stream, frame, video: VideoInf
     try:
         output.mux(stream.encode(frame))
     except av.FFmpegError as error:
-        raise AvisInputError(f"{video.name}: its overlay could not be encoded ({error.strerror})") from None
+        raise AvisInputError(f"{printable(video.name)}: its overlay could not be encoded ({error.strerror})") from None
 
 
 def _even(image: np.ndarray, height: int, width: int) -> np.ndarray:

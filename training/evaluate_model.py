@@ -18,11 +18,11 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from modeling_avis.entry_point import OneLineArgumentParser, run_command
+from modeling_avis.entry_point import OneLineArgumentParser, image_size, run_command, score_threshold
 from modeling_avis.inference_avis import AvisVideoSegmenter
 from modeling_avis.loading import load_model, load_processor
 from modeling_avis.modeling_avis import AvisPreTrainedModel
-from modeling_avis.outputs import check_output_file, write_text_atomically
+from modeling_avis.outputs import check_output_file, check_outputs_apart, write_text_atomically
 from modeling_avis.processing_avis import AvisProcessor
 from modeling_avis.results import results_json_entries
 from modeling_avis.video_io import AvisegVideoFiles
@@ -91,8 +91,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", help="the split to evaluate (default: val)")
     parser.add_argument("--json", metavar="RESULTS.json", help="write the AVIS results JSON here")
     parser.add_argument("--metrics-json", metavar="METRICS.json", help="write the metrics here")
-    parser.add_argument("--short-edge", type=int, help="test size (default: the model's processor's)")
-    parser.add_argument("--threshold", type=float, help="score threshold (default: the model's processor's)")
+    parser.add_argument(
+        "--short-edge",
+        type=image_size,
+        help="test size (default: the model's processor's)",
+    )
+    parser.add_argument(
+        "--threshold", type=score_threshold, help="score threshold, in [0, 1) (default: the model's processor's)"
+    )
     parser.add_argument("--mute-audio", action="store_true", help="give every video silence instead of its sound")
     parser.add_argument(
         "--mixed-precision",
@@ -107,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_from_command_line(args: argparse.Namespace) -> None:
-    for output in (args.json, args.metrics_json):
-        if output:
-            check_output_file(output)
+    outputs = [
+        (option, path) for option, path in (("--json", args.json), ("--metrics-json", args.metrics_json)) if path
+    ]
+    for _, path in outputs:
+        check_output_file(path)
+    data = Path(args.data)
+    check_outputs_apart(outputs, [data / f"{args.split}.json", data / args.split, *Path(args.model).glob("*")])
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     model = load_model(args.model, device=accelerator.device)
     processor = load_processor(args.model, model.config)

@@ -22,16 +22,32 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import LoggerType, gather_object, set_seed
 from safetensors.torch import load_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from modeling_avis.configuration_avis import PRESETS, AvisConfig
-from modeling_avis.entry_point import OneLineArgumentParser, run_command
-from modeling_avis.errors import AvisCheckpointError, one_line
+from modeling_avis.entry_point import (
+    CPUS,
+    MAX_CLIPS,
+    OneLineArgumentParser,
+    data_workers,
+    decay_factor,
+    fraction,
+    image_size,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+    seed,
+    whole_number_up_to,
+)
+from modeling_avis.errors import AvisCheckpointError, AvisDatasetError, one_line, printable
 from modeling_avis.loading import LOADING_ERRORS, load_config_file, load_model, load_processor
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
+from modeling_avis.outputs import check_folder_to_write_in, check_outputs_apart, write_text_atomically
 from modeling_avis.pipeline_avis import save_model_folder
 from modeling_avis.processing_avis import AvisProcessor
 
@@ -48,6 +64,10 @@ PROGRESS_FILE = "training_progress.json"
 # Backbone weights a checkpoint of a classification or plain model need not have: D2 Swin's per-stage output norms
 # are new layers in the original too.
 NEW_BACKBONE_KEYS = ("hidden_states_norms.",)
+# The most frames a training clip may have: the recipe's 5, and room to spare (each frame of a clip goes through the
+# whole model with its gradients).
+MAX_CLIP_FRAMES = 64
+TRACKERS = ("none", *(tracker.value for tracker in LoggerType))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,43 +85,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, help="AVISeg root: <root>/<split>.json, <root>/<split>/JPEGImages, ...")
     data.add_argument("--train-split", default="train")
-    data.add_argument("--num-frames", type=int, default=5, help="frames per training clip (INPUT.SAMPLING_FRAME_NUM)")
-    data.add_argument("--frame-range", type=int, default=20, help="INPUT.SAMPLING_FRAME_RANGE")
+    data.add_argument(
+        "--num-frames",
+        type=whole_number_up_to(MAX_CLIP_FRAMES, "frames"),
+        default=5,
+        help="frames per training clip (INPUT.SAMPLING_FRAME_NUM)",
+    )
+    data.add_argument("--frame-range", type=non_negative_int, default=20, help="INPUT.SAMPLING_FRAME_RANGE")
     recipe = ClipAugmentation()
-    data.add_argument("--min-sizes", type=int, nargs="+", default=list(recipe.min_sizes), help="INPUT.MIN_SIZE_TRAIN")
-    data.add_argument("--max-size", type=int, default=recipe.max_size, help="INPUT.MAX_SIZE_TRAIN")
-    data.add_argument("--crop-probability", type=float, default=recipe.crop_probability, help="0 turns the crop off")
-    data.add_argument("--flip-probability", type=float, default=recipe.flip_probability)
-    data.add_argument("--num-workers", type=int, default=4)
+    data.add_argument(
+        "--min-sizes", type=image_size, nargs="+", default=list(recipe.min_sizes), help="INPUT.MIN_SIZE_TRAIN"
+    )
+    data.add_argument("--max-size", type=image_size, default=recipe.max_size, help="INPUT.MAX_SIZE_TRAIN")
+    data.add_argument(
+        "--crop-probability", type=fraction, default=recipe.crop_probability, help="0 turns the crop off"
+    )
+    data.add_argument("--flip-probability", type=fraction, default=recipe.flip_probability)
+    data.add_argument("--num-workers", type=data_workers, default=min(4, CPUS), help="at most the CPUs it may use")
 
     solver = parser.add_argument_group("optimizer and schedule (SOLVER.*)")
-    solver.add_argument("--batch-size", type=int, default=2, help="clips per process and step (recipe: 2 in all)")
-    solver.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    solver.add_argument("--learning-rate", type=float, default=1e-4)
-    solver.add_argument("--weight-decay", type=float, default=0.05)
-    solver.add_argument("--backbone-multiplier", type=float, default=0.1)
-    solver.add_argument("--clip-grad-norm", type=float, default=0.01, help="L2 norm of the whole model's gradient")
-    solver.add_argument("--max-train-steps", type=int, default=48000, help="optimizer steps (SOLVER.MAX_ITER)")
-    solver.add_argument("--lr-steps", type=int, nargs="*", default=[32000], help="decay milestones (SOLVER.STEPS)")
-    solver.add_argument("--lr-gamma", type=float, default=0.1)
-    solver.add_argument("--warmup-iters", type=int, default=10)
-    solver.add_argument("--warmup-factor", type=float, default=1.0, help="the recipe's 1.0 makes warm-up a no-op")
+    solver.add_argument(
+        "--batch-size",
+        type=whole_number_up_to(MAX_CLIPS, "clips"),
+        default=2,
+        help="clips per process and step (recipe: 2 in all)",
+    )
+    solver.add_argument("--gradient-accumulation-steps", type=whole_number_up_to(MAX_CLIPS, "steps"), default=1)
+    solver.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    solver.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    solver.add_argument("--backbone-multiplier", type=non_negative_float, default=0.1, help="0 freezes the backbone")
+    solver.add_argument(
+        "--clip-grad-norm", type=positive_float, default=0.01, help="L2 norm of the whole model's gradient"
+    )
+    solver.add_argument(
+        "--max-train-steps", type=positive_int, default=48000, help="optimizer steps (SOLVER.MAX_ITER)"
+    )
+    solver.add_argument(
+        "--lr-steps", type=non_negative_int, nargs="*", default=[32000], help="decay milestones (SOLVER.STEPS)"
+    )
+    solver.add_argument("--lr-gamma", type=decay_factor, default=0.1, help="in (0, 1]")
+    solver.add_argument("--warmup-iters", type=non_negative_int, default=10)
+    solver.add_argument(
+        "--warmup-factor", type=fraction, default=1.0, help="in [0, 1]; the recipe's 1.0 makes warm-up a no-op"
+    )
     solver.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's config")
     solver.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
-    solver.add_argument("--seed", type=int, default=0)
+    solver.add_argument("--seed", type=seed, default=0)
 
     run = parser.add_argument_group("checkpoints, logs and evaluation")
     run.add_argument("--output-dir", required=True)
-    run.add_argument("--checkpointing-steps", type=int, default=5000, help="0: no checkpoints")
+    run.add_argument("--checkpointing-steps", type=non_negative_int, default=5000, help="0: no checkpoints")
     run.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest' in --output-dir")
     run.add_argument(
-        "--max-steps-this-run", type=int, help="stop after this many steps without saving (as if preempted)"
+        "--max-steps-this-run", type=positive_int, help="stop after this many steps without saving (as if preempted)"
     )
-    run.add_argument("--logging-steps", type=int, default=20)
-    run.add_argument("--report-to", default="all", help="Accelerate trackers: 'all' installed ones, 'none', a name")
+    run.add_argument("--logging-steps", type=positive_int, default=20)
+    run.add_argument(
+        "--report-to",
+        choices=TRACKERS,
+        default="all",
+        help="Accelerate trackers: 'all' installed ones, 'none', a name",
+    )
     run.add_argument("--eval-split", help="evaluate on this split every --eval-steps and at the end")
-    run.add_argument("--eval-steps", type=int, default=0, help="0: only at the end")
-    run.add_argument("--eval-short-edge", type=int, help="test size (default: the original's for the backbone)")
+    run.add_argument("--eval-steps", type=non_negative_int, default=0, help="0: only at the end")
+    run.add_argument("--eval-short-edge", type=image_size, help="test size (default: the original's for the backbone)")
     args = parser.parse_args(argv)
     if args.backbone_weights and args.model:
         parser.error("--backbone-weights starts a new model; a --model folder already has its backbone")
@@ -122,7 +169,9 @@ def load_backbone_weights(model: AvisForAudioVisualInstanceSegmentation, path: s
     except AvisCheckpointError:
         raise
     except LOADING_ERRORS as error:
-        raise AvisCheckpointError(f"{path}: the backbone weights could not be read ({one_line(error)})") from None
+        raise AvisCheckpointError(
+            f"{printable(path)}: the backbone weights could not be read ({one_line(error)})"
+        ) from None
 
 
 def _load_backbone_weights(backbone, path: Path) -> None:
@@ -133,7 +182,7 @@ def _load_backbone_weights(backbone, path: Path) -> None:
         missing = [key for key in info["missing_keys"] if not key.startswith(NEW_BACKBONE_KEYS)]
         if missing or info["mismatched_keys"]:
             raise AvisCheckpointError(
-                f"{path} does not fit the {backbone.config.model_type} backbone: "
+                f"{printable(path)} does not fit the {backbone.config.model_type} backbone: "
                 f"missing {missing[:3]}, mismatched {list(info['mismatched_keys'])[:3]}"
             )
         backbone.load_state_dict(loaded.state_dict())
@@ -141,10 +190,12 @@ def _load_backbone_weights(backbone, path: Path) -> None:
         state = {key.removeprefix("model.backbone."): value for key, value in load_file(path).items()}
         expected = backbone.state_dict()
         if state.keys() != expected.keys() or any(state[k].shape != v.shape for k, v in expected.items()):
-            raise AvisCheckpointError(f"{path} does not hold the weights of model.backbone (keys or shapes differ)")
+            raise AvisCheckpointError(
+                f"{printable(path)} does not hold the weights of model.backbone (keys or shapes differ)"
+            )
         backbone.load_state_dict(state)
     else:
-        raise AvisCheckpointError(f"{path} is neither a model folder nor a .safetensors file")
+        raise AvisCheckpointError(f"{printable(path)} is neither a model folder nor a .safetensors file")
 
 
 def build_model(args: argparse.Namespace) -> tuple[AvisForAudioVisualInstanceSegmentation, AvisProcessor]:
@@ -168,7 +219,7 @@ def latest_checkpoint(output_dir: Path) -> Path:
     """The complete checkpoint of the highest step under `output_dir/checkpoints`."""
     complete = sorted((output_dir / "checkpoints").glob(f"step_*/{PROGRESS_FILE}"))
     if not complete:
-        raise AvisCheckpointError(f"no complete checkpoint under {output_dir / 'checkpoints'}")
+        raise AvisCheckpointError(f"no complete checkpoint under {printable(output_dir / 'checkpoints')}")
     return complete[-1].parent
 
 
@@ -177,7 +228,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict) 
     folder = output_dir / "checkpoints" / f"step_{progress['step']:08d}"
     accelerator.save_state(folder)
     if accelerator.is_main_process:
-        (folder / PROGRESS_FILE).write_text(json.dumps(progress, indent=1))
+        write_text_atomically(folder / PROGRESS_FILE, json.dumps(progress, indent=1))
     accelerator.wait_for_everyone()
     return folder
 
@@ -188,7 +239,9 @@ def checkpoint_to_resume(name: str | None, output_dir: Path) -> Path | None:
         return None
     folder = latest_checkpoint(output_dir) if name == "latest" else Path(name)
     if not (folder / PROGRESS_FILE).is_file():
-        raise AvisCheckpointError(f"{folder}: not a complete training checkpoint (it has no {PROGRESS_FILE})")
+        raise AvisCheckpointError(
+            f"{printable(folder)}: not a complete training checkpoint (it has no {PROGRESS_FILE})"
+        )
     return folder
 
 
@@ -197,7 +250,7 @@ def load_checkpoint(accelerator: Accelerator, folder: Path, layout: dict) -> dic
     progress = json.loads((folder / PROGRESS_FILE).read_text())
     if progress["layout"] != layout:
         raise AvisCheckpointError(
-            f"{folder} was saved with {progress['layout']}; resume with the same processes and batch sizes"
+            f"{printable(folder)} was saved with {progress['layout']}; resume with the same processes and batch sizes"
         )
     accelerator.load_state(folder)
     return progress
@@ -225,35 +278,39 @@ def format_record(record: dict, max_steps: int) -> str:
     )
 
 
-def evaluate(accelerator: Accelerator, model, processor: AvisProcessor, args: argparse.Namespace, step: int) -> None:
+def evaluate(
+    accelerator: Accelerator,
+    model,
+    processor: AvisProcessor,
+    eval_dataset: SeededDataset,
+    args: argparse.Namespace,
+    step: int,
+) -> None:
     """Benchmark metrics and the validation loss on the evaluation split: printed, logged, and written with the
     results under eval/."""
     model = accelerator.unwrap_model(model)
-    loss = validation_loss(accelerator, model, processor, args)
+    loss = validation_loss(accelerator, model, processor, eval_dataset)
     metrics, results = evaluate_model(model, processor, args.data, args.eval_split, accelerator)
     if accelerator.is_main_process:
         metrics = {"loss": loss, **metrics}
         folder = Path(args.output_dir) / "eval" / f"step_{step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps(results))
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_text_atomically(folder / "results.json", json.dumps(results))
+        write_text_atomically(folder / "metrics.json", json.dumps(metrics, indent=1))
         accelerator.print(f"evaluation on {args.eval_split} at step {step}:\n{format_metrics_table(metrics)}")
         accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
     accelerator.wait_for_everyone()
 
 
 def validation_loss(
-    accelerator: Accelerator, model: AvisForAudioVisualInstanceSegmentation, processor: AvisProcessor, args
+    accelerator: Accelerator,
+    model: AvisForAudioVisualInstanceSegmentation,
+    processor: AvisProcessor,
+    dataset: SeededDataset,
 ) -> float:
-    """The mean loss, in eval mode, over one clip of each annotated video of the evaluation split: the same clips
-    (drawn from the seed) at every evaluation, and torch's generators left as they were (the loss samples points),
-    so that evaluating changes nothing of the training run."""
-    dataset = SeededDataset(
-        AvisegClipDataset(
-            args.data, args.eval_split, args.num_frames, args.frame_range, audio_input=audio_input_name(model.config)
-        ),
-        args.seed,
-    )
+    """The mean loss, in eval mode, over one clip of each annotated video of the evaluation split (`dataset`): the
+    same clips (drawn from the seed) at every evaluation, and torch's generators left as they were (the loss samples
+    points), so that evaluating changes nothing of the training run."""
     was_training = model.training
     model.eval()
     losses = []
@@ -276,6 +333,28 @@ def validation_loss(
     return sum(losses) / max(len(losses), 1)
 
 
+def check_output_dir(args: argparse.Namespace) -> None:
+    """Before anything is loaded: --output-dir is a folder (or can be made) where files can be written, and it holds
+    none of the run's inputs (the data's splits, the model folder or config, the backbone weights)."""
+    check_folder_to_write_in(args.output_dir)
+    data = Path(args.data)
+    splits = [args.train_split, *([args.eval_split] if args.eval_split else [])]
+    inputs = [path for split in splits for path in (data / f"{split}.json", data / split)]
+    inputs += [*(Path(args.model).glob("*") if args.model else []), args.config, args.backbone_weights]
+    check_outputs_apart([("--output-dir", args.output_dir)], [path for path in inputs if path])
+
+
+def start_record(accelerator: Accelerator, output_dir: Path, args: argparse.Namespace) -> None:
+    """Makes the output folder with the run's arguments in it, and starts Accelerate's trackers there: once the first
+    step has worked, so that a run that cannot start (bad data, a model that does not fit) leaves nothing behind. A
+    run that fails later keeps its record and its checkpoints, which a resume needs."""
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(output_dir / "training_args.json", json.dumps(vars(args), indent=1))
+    hyperparameters = {key: value for key, value in vars(args).items() if isinstance(value, int | float | str)}
+    accelerator.init_trackers("avis", config=hyperparameters)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: trains, and returns the exit status (a bad dataset, model or checkpoint: one line, 2)."""
 
@@ -289,6 +368,7 @@ def train(argv: list[str] | None = None) -> list[dict]:
     """Runs the training; returns the log of every optimizer step of this run (step, loss terms, lr, ...)."""
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    check_output_dir(args)
     resume = checkpoint_to_resume(args.resume_from_checkpoint, output_dir)  # checked before anything is written
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -313,6 +393,16 @@ def train(argv: list[str] | None = None) -> list[dict]:
     train_dataset = AvisegClipDataset(
         args.data, args.train_split, args.num_frames, args.frame_range, augmentation, audio_input_name(config)
     )
+    if not len(train_dataset):
+        raise AvisDatasetError(f"{printable(args.data)}: {args.train_split}.json has no annotated video to train on")
+    eval_dataset = None
+    if args.eval_split:  # read now, not once the training is done
+        eval_dataset = SeededDataset(
+            AvisegClipDataset(
+                args.data, args.eval_split, args.num_frames, args.frame_range, audio_input=audio_input_name(config)
+            ),
+            args.seed,
+        )
     train_dataloader = DataLoader(
         SeededDataset(train_dataset, args.seed),
         batch_size=args.batch_size,
@@ -344,11 +434,6 @@ def train(argv: list[str] | None = None) -> list[dict]:
 
     steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
-    hyperparameters = {key: value for key, value in vars(args).items() if isinstance(value, int | float | str)}
-    accelerator.init_trackers("avis", config=hyperparameters)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "training_args.json").write_text(json.dumps(vars(args), indent=1))
 
     # checkpoint to resume from
     layout = {
@@ -395,6 +480,8 @@ def train(argv: list[str] | None = None) -> list[dict]:
             lr_scheduler.step()
             step += 1
             steps_this_run += 1
+            if steps_this_run == 1:
+                start_record(accelerator, output_dir, args)
             means = accelerator.reduce(loss_sums / micro_batches, reduction="mean").tolist()
             loss_sums, micro_batches = None, 0
             now = time.perf_counter()
@@ -417,14 +504,16 @@ def train(argv: list[str] | None = None) -> list[dict]:
             if args.checkpointing_steps and (step % args.checkpointing_steps == 0 or finished):
                 save_checkpoint(accelerator, output_dir, progress)
             if args.eval_split and args.eval_steps and step % args.eval_steps == 0 and not finished:
-                evaluate(accelerator, model, processor, args, step)
+                evaluate(accelerator, model, processor, eval_dataset, args, step)
             if finished or steps_this_run == args.max_steps_this_run:
                 stop = True
                 break
     if step >= args.max_train_steps:
+        if not steps_this_run:  # resumed from the last step
+            start_record(accelerator, output_dir, args)
         # evaluate and save the trained model
         if args.eval_split:
-            evaluate(accelerator, model, processor, args, step)
+            evaluate(accelerator, model, processor, eval_dataset, args, step)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             save_model_folder(output_dir, accelerator.unwrap_model(model), processor)

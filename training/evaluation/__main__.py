@@ -4,7 +4,7 @@ import json
 import sys
 
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
-from modeling_avis.outputs import check_output_file, write_text_atomically
+from modeling_avis.outputs import check_output_file, check_outputs_apart, write_text_atomically
 
 from .evaluate import evaluate_predictions, format_metrics_table
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.json:
             check_output_file(args.json)
+            check_outputs_apart([("--json", args.json)], [args.gt_json, args.pred_json])
         metrics = evaluate_predictions(args.gt_json, args.pred_json)
         print(format_metrics_table(metrics))
         if args.json:  # NaN (a frame type absent from the data) is written as NaN
