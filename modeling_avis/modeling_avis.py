@@ -20,7 +20,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput, logging
 
 from .backbone_avis import build_backbone
-from .configuration_avis import AvisConfig
+from .configuration_avis import FEATURE_GROUPS, AvisConfig
 from .deformable_attention import AvisMultiscaleDeformableAttention
 from .fused_layers import AvisConv2d, AvisLinear, cast_parameters, compute_dtype, linear, runs_fused
 from .loss_avis import AvisLoss
@@ -228,12 +228,12 @@ class AvisMLP(nn.Module):
 
 
 class AvisConvNorm(nn.Sequential):
-    """A convolution followed by GroupNorm(32) (and optionally ReLU), as the pixel decoder's D2 `Conv2d`."""
+    """A convolution followed by GroupNorm(FEATURE_GROUPS) (and optionally ReLU), as the pixel decoder's D2 `Conv2d`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, relu: bool = False):
         layers = [
             AvisConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
-            nn.GroupNorm(32, out_channels),
+            nn.GroupNorm(FEATURE_GROUPS, out_channels),
         ]
         super().__init__(*layers, *([nn.ReLU()] if relu else []))
 

@@ -13,11 +13,13 @@ results JSON is the AVIS format, one compressed RLE per frame at the video's siz
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
+from modeling_avis.config_ranges import IMAGE_PROCESSOR_RANGES, PROCESSOR_RANGES
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
 from modeling_avis.inference_avis import AvisVideoSegmenter
 from modeling_avis.loading import load_model, load_processor
@@ -84,6 +86,25 @@ def evaluate_model(
     return metrics, results
 
 
+def processor_setting(name: str) -> Callable[[str], float]:
+    """An argparse type for a command-line value of the processor's setting `name` (e.g. `--short-edge` for
+    `shortest_edge`), within the setting's range (`config_ranges`)."""
+    allowed = {**IMAGE_PROCESSOR_RANGES, **PROCESSOR_RANGES}[name]
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if allowed.integer else float(text)
+        except ValueError:
+            value = None
+        if not allowed.admits(value):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if allowed.integer else 'a number'} in {allowed}"
+            )
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineArgumentParser(prog="python -m training.evaluate_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (save_pretrained of AVISM)")
@@ -91,8 +112,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", help="the split to evaluate (default: val)")
     parser.add_argument("--json", metavar="RESULTS.json", help="write the AVIS results JSON here")
     parser.add_argument("--metrics-json", metavar="METRICS.json", help="write the metrics here")
-    parser.add_argument("--short-edge", type=int, help="test size (default: the model's processor's)")
-    parser.add_argument("--threshold", type=float, help="score threshold (default: the model's processor's)")
+    parser.add_argument(
+        "--short-edge", type=processor_setting("shortest_edge"), help="test size (default: the model's processor's)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=processor_setting("score_threshold"),
+        help="score threshold (default: the model's processor's)",
+    )
     parser.add_argument("--mute-audio", action="store_true", help="give every video silence instead of its sound")
     parser.add_argument(
         "--mixed-precision",

@@ -27,17 +27,26 @@ from safetensors.torch import load_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from modeling_avis.config_ranges import whole
 from modeling_avis.configuration_avis import PRESETS, AvisConfig
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
 from modeling_avis.errors import AvisCheckpointError, one_line
-from modeling_avis.loading import LOADING_ERRORS, load_config_file, load_model, load_processor
+from modeling_avis.input_files import MAX_CONFIG_BYTES, InvalidInputFile, read_json
+from modeling_avis.loading import (
+    LOADING_ERRORS,
+    check_pickled_weights,
+    load_config_file,
+    load_model,
+    load_processor,
+    processor_for_model,
+)
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.pipeline_avis import save_model_folder
 from modeling_avis.processing_avis import AvisProcessor
 
 from .augmentation import ClipAugmentation
 from .data import AvisegClipDataset, audio_input_name, collate_clips
-from .evaluate_model import evaluate_model
+from .evaluate_model import evaluate_model, processor_setting
 from .evaluation import format_metrics_table
 from .model_inputs import model_inputs
 from .optimization import parameter_groups, warmup_multistep_factor
@@ -45,6 +54,8 @@ from .sampling import EpochOrderSampler, SeededDataset
 
 # Written last into a checkpoint folder: the step and data position, and the marker of a complete checkpoint.
 PROGRESS_FILE = "training_progress.json"
+# The step and data position of a progress file: counts, from 0.
+PROGRESS_COUNTER = whole(0, 2**62)
 # Backbone weights a checkpoint of a classification or plain model need not have: D2 Swin's per-stage output norms
 # are new layers in the original too.
 NEW_BACKBONE_KEYS = ("hidden_states_norms.",)
@@ -101,7 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--report-to", default="all", help="Accelerate trackers: 'all' installed ones, 'none', a name")
     run.add_argument("--eval-split", help="evaluate on this split every --eval-steps and at the end")
     run.add_argument("--eval-steps", type=int, default=0, help="0: only at the end")
-    run.add_argument("--eval-short-edge", type=int, help="test size (default: the original's for the backbone)")
+    run.add_argument(
+        "--eval-short-edge",
+        type=processor_setting("shortest_edge"),
+        help="test size (default: the original's for the backbone)",
+    )
     args = parser.parse_args(argv)
     if args.backbone_weights and args.model:
         parser.error("--backbone-weights starts a new model; a --model folder already has its backbone")
@@ -127,6 +142,7 @@ def load_backbone_weights(model: AvisForAudioVisualInstanceSegmentation, path: s
 
 def _load_backbone_weights(backbone, path: Path) -> None:
     if path.is_dir():
+        check_pickled_weights(path, str(path))
         loaded, info = type(backbone).from_pretrained(
             path, config=backbone.config, output_loading_info=True, ignore_mismatched_sizes=True
         )
@@ -155,10 +171,10 @@ def build_model(args: argparse.Namespace) -> tuple[AvisForAudioVisualInstanceSeg
         processor = load_processor(args.model, model.config)
     else:
         config = load_config_file(args.config) if args.config else AvisConfig.from_preset(args.preset)
+        processor = processor_for_model(args.config or args.preset, config)
         model = AvisForAudioVisualInstanceSegmentation(config)
         if args.backbone_weights:
             load_backbone_weights(model, args.backbone_weights)
-        processor = AvisProcessor.for_model(config)
     if args.eval_short_edge:
         processor.image_processor.shortest_edge = args.eval_short_edge
     return model, processor
@@ -183,18 +199,39 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict) 
 
 
 def checkpoint_to_resume(name: str | None, output_dir: Path) -> Path | None:
-    """The checkpoint folder `--resume-from-checkpoint` names ('latest': the last complete one in `output_dir`)."""
+    """The checkpoint folder `--resume-from-checkpoint` names ('latest': the last complete one in `output_dir`),
+    its progress file checked."""
     if name is None:
         return None
     folder = latest_checkpoint(output_dir) if name == "latest" else Path(name)
-    if not (folder / PROGRESS_FILE).is_file():
-        raise AvisCheckpointError(f"{folder}: not a complete training checkpoint (it has no {PROGRESS_FILE})")
+    read_progress(folder)
     return folder
+
+
+def read_progress(folder: Path) -> dict:
+    """The progress file of a complete checkpoint, found to hold the step, the data position and the layout."""
+    path = folder / PROGRESS_FILE
+    if not path.is_file():
+        raise AvisCheckpointError(f"{folder}: not a complete training checkpoint (it has no {PROGRESS_FILE})")
+    try:
+        progress = read_json(path, MAX_CONFIG_BYTES)
+    except InvalidInputFile as error:
+        raise AvisCheckpointError(f"{path}: {error}") from None
+    counters = ("step", "epoch", "batches_in_epoch")
+    if not (
+        isinstance(progress, dict)
+        and all(PROGRESS_COUNTER.admits(progress.get(key)) for key in counters)
+        and isinstance(progress.get("layout"), dict)
+    ):
+        raise AvisCheckpointError(
+            f"{path}: not a training checkpoint's progress ({', '.join(counters)} counted from 0, and a layout)"
+        )
+    return progress
 
 
 def load_checkpoint(accelerator: Accelerator, folder: Path, layout: dict) -> dict:
     """Restore a checkpoint saved by `save_checkpoint`; its data position must mean the same in this run."""
-    progress = json.loads((folder / PROGRESS_FILE).read_text())
+    progress = read_progress(folder)
     if progress["layout"] != layout:
         raise AvisCheckpointError(
             f"{folder} was saved with {progress['layout']}; resume with the same processes and batch sizes"
