@@ -24,6 +24,7 @@ from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, Av
 from modeling_avis.configuration_avis import AvisVggishConfig
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
 from modeling_avis.errors import AvisCheckpointError, AvisUsageError, one_line, printable
+from modeling_avis.loading import tensors_only
 from modeling_avis.outputs import atomic_folder, check_output_folder
 
 from .backbone_keys import convert_backbone_state_dict
@@ -52,7 +53,7 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     state_dict = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise AvisCheckpointError(f"{printable(path)} is not a detectron2 checkpoint: it has no 'model' state dict")
-    return state_dict
+    return tensors_only(state_dict, f"{printable(path)}: its 'model' state dict")
 
 
 def convert_state_dict(original: dict[str, torch.Tensor], config: AvisConfig) -> dict[str, torch.Tensor]:

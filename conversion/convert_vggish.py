@@ -21,6 +21,7 @@ from transformers.initialization import no_init_weights
 from modeling_avis.configuration_avis import AvisVggishConfig
 from modeling_avis.entry_point import OneLineArgumentParser, run_command
 from modeling_avis.errors import AvisCheckpointError, printable
+from modeling_avis.loading import tensors_only
 from modeling_avis.modeling_vggish import AvisVggishModel
 from modeling_avis.outputs import atomic_folder, check_output_folder
 
@@ -78,11 +79,11 @@ def original_forward(original: dict[str, torch.Tensor], config: AvisVggishConfig
 def load_torchvggish_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     """torchvggish's state dict from its .pth file; AvisCheckpointError when the file is something else."""
     original = load_torch_file(checkpoint)
-    if not isinstance(original, dict) or not any(key.startswith("features.") for key in original):
+    if not isinstance(original, dict) or not any(str(key).startswith("features.") for key in original):
         raise AvisCheckpointError(
             f"{printable(Path(checkpoint).name)}: not a torchvggish state dict (no features.* weights)"
         )
-    return original
+    return tensors_only(original, printable(Path(checkpoint).name))
 
 
 def convert(checkpoint: str | Path, output_dir: str | Path, config: AvisVggishConfig | None = None) -> AvisVggishModel:

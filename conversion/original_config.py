@@ -11,12 +11,51 @@ from modeling_avis.processing_avis import AvisProcessor
 
 from .backbone_keys import original_backbone_config
 
+# A detectron2 dump nests 4 levels and has ~1000 values; its aliases (`&id001` / `*id001`) repeat a few lists.
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 100_000
+
+
+class UnboundedYaml(yaml.YAMLError):
+    """A YAML document nested deeper, or whose aliases expand to more values, than a config has."""
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses documents nested deeper than MAX_YAML_DEPTH levels or holding more than
+    MAX_YAML_VALUES values once aliases are expanded (a "billion laughs" of aliases of aliases): safe_load composes
+    such a document recursively, or cheaply as shared nodes that whatever walks the result then expands."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = {}  # id(node) -> values under it, aliases expanded
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise UnboundedYaml(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if id(node) not in self._expanded:  # an alias is its anchor's node, counted where it was composed
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            else:
+                children = node.value if isinstance(node, yaml.SequenceNode) else []
+            self._expanded[id(node)] = 1 + sum(self._expanded[id(child)] for child in children)
+        if self._expanded[id(node)] > MAX_YAML_VALUES:
+            raise UnboundedYaml(f"its aliases expand to more than {MAX_YAML_VALUES} values")
+        return node
+
 
 def load_original_config(path: str | Path) -> dict:
     """The original's merged config, read from its YAML dump."""
     try:
         with open(path) as handle:
-            cfg = yaml.safe_load(handle)
+            cfg = yaml.load(handle, Loader=BoundedSafeLoader)
+    except UnboundedYaml as error:
+        raise AvisCheckpointError(f"{path}: not a config dump ({error})") from None
     except yaml.YAMLError as error:
         raise AvisCheckpointError(f"{printable(path)}: not a YAML file ({one_line(error)})") from None
     if not isinstance(cfg, dict) or "MODEL" not in cfg:

@@ -1,9 +1,22 @@
 """Configuration of AVISM, the audio-visual instance segmentation model of AVIS (CVPR 2025)."""
 
+import re
+
+import torch
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto import AutoConfig
+
+from .config_ranges import (
+    BACKBONE_RANGES,
+    MODEL_RANGES,
+    NUM_LABELS,
+    VGGISH_MAX_FLAT_SIZE,
+    VGGISH_RANGES,
+    check_ranges,
+    shown,
+)
 
 AVISEG_LABELS = (
     "person", "violin", "guitar", "cello", "flute", "piano", "ukulele", "accordion", "guzheng", "clarinet",
@@ -35,6 +48,10 @@ SWIN_L_BACKBONE = {
 }
 
 
+# The pixel decoder's GroupNorm groups (detectron2's, as in the original): feature_size is a multiple of it.
+FEATURE_GROUPS = 32
+
+
 @strict
 class AvisVggishConfig(PreTrainedConfig):
     r"""
@@ -59,6 +76,29 @@ class AvisVggishConfig(PreTrainedConfig):
     num_frames: int = 96
     num_mel_bins: int = 64
     initializer_range: float | None = 0.01
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        check_ranges(self, VGGISH_RANGES)
+        if len(set(self.pool_after)) != len(self.pool_after) or max(self.pool_after, default=0) >= len(
+            self.conv_channels
+        ):
+            raise ValueError(
+                f"pool_after {list(self.pool_after)} must name distinct convolutions of the "
+                f"{len(self.conv_channels)} (0..{len(self.conv_channels) - 1})"
+            )
+        downsampling = 2 ** len(self.pool_after)
+        if min(self.num_frames, self.num_mel_bins) < downsampling:
+            raise ValueError(
+                f"an example of {self.num_frames} x {self.num_mel_bins} log-mel values is smaller than its "
+                f"{len(self.pool_after)} 2x2 max-pools need ({downsampling} x {downsampling})"
+            )
+        flat_size = self.conv_channels[-1] * (self.num_frames // downsampling) * (self.num_mel_bins // downsampling)
+        if flat_size > VGGISH_MAX_FLAT_SIZE:
+            raise ValueError(
+                f"the last convolution's output flattens to {flat_size} values (conv_channels[-1] x num_frames x "
+                f"num_mel_bins / {downsampling}^2), allowed up to {VGGISH_MAX_FLAT_SIZE}"
+            )
 
 
 @strict
@@ -159,15 +199,34 @@ class AvisConfig(PreTrainedConfig):
     init_xavier_std: float = 1.0
 
     def __post_init__(self, **kwargs):
+        # checked before transformers reads them: it turns the label keys to int and builds the backbone's config
         if self.id2label is None:
             self.id2label = dict(enumerate(AVISEG_LABELS))
             self.label2id = {name: index for index, name in self.id2label.items()}
+        else:
+            self.id2label = _class_names(self.id2label)
+        backbone_type = self.backbone_config.get("model_type") if isinstance(self.backbone_config, dict) else None
+        if backbone_type is not None and backbone_type not in BACKBONE_RANGES:
+            raise ValueError(f"AVISM runs on a ResNet or a Swin backbone, not {backbone_type!r}")
+        for key, dtype in (("dtype", self.dtype), ("torch_dtype", kwargs.get("torch_dtype"))):
+            if isinstance(dtype, str) and not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"{key} is {shown(dtype)}, not the name of a torch dtype")
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
         super().validate_architecture()
-        if self.backbone_config.model_type not in ("resnet", "swin"):
-            raise ValueError(f"AVISM runs on a ResNet or a Swin backbone, not {self.backbone_config.model_type!r}")
+        check_ranges(self, MODEL_RANGES)
+        backbone = self.backbone_config
+        if backbone.model_type not in BACKBONE_RANGES:
+            raise ValueError(f"AVISM runs on a ResNet or a Swin backbone, not {backbone.model_type!r}")
+        check_ranges(backbone, BACKBONE_RANGES[backbone.model_type], prefix="backbone_config.")
+        if backbone.model_type == "swin":
+            for stage, heads in enumerate(backbone.num_heads):
+                if (backbone.embed_dim * 2**stage) % heads:
+                    raise ValueError(
+                        f"backbone_config: stage {stage + 1} is {backbone.embed_dim * 2**stage} wide, not divisible "
+                        f"by its {heads} heads"
+                    )
         if self.audio_config is not None and self.audio_config.fc_sizes[-1] != self.audio_feature_size:
             raise ValueError(
                 f"the audio encoder gives {self.audio_config.fc_sizes[-1]}-d embeddings but the model reads "
@@ -175,6 +234,18 @@ class AvisConfig(PreTrainedConfig):
             )
         if self.hidden_dim % self.num_attention_heads or self.clip_hidden_dim % self.clip_num_attention_heads:
             raise ValueError("the attention widths must be divisible by their numbers of heads")
+        if self.feature_size % self.num_attention_heads:
+            raise ValueError(
+                f"feature_size {self.feature_size} must be divisible by num_attention_heads "
+                f"{self.num_attention_heads} (the deformable encoder's heads)"
+            )
+        if self.feature_size % FEATURE_GROUPS:
+            raise ValueError(f"feature_size {self.feature_size} must be a multiple of {FEATURE_GROUPS} (GroupNorm)")
+        if self.num_frame_query_layers > self.decoder_layers:
+            raise ValueError(
+                f"num_frame_query_layers {self.num_frame_query_layers} is more than the {self.decoder_layers} "
+                "decoder_layers"
+            )
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "AvisConfig":
@@ -182,6 +253,23 @@ class AvisConfig(PreTrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **kwargs})
+
+
+def _class_names(id2label: object) -> dict[int, str]:
+    """`id2label` as {class index: name}: a JSON object naming the classes 0..N-1 once each (its keys are strings)."""
+    if not isinstance(id2label, dict):
+        raise ValueError(f"id2label must be a JSON object of class names, not a {type(id2label).__name__}")
+    names = {}
+    for key, name in id2label.items():
+        index = int(key) if isinstance(key, int | str) and re.fullmatch(r"\d{1,9}", str(key)) else None
+        if index is None or not isinstance(name, str):
+            raise ValueError(f"id2label must map class indices to names, not {shown(key)} to {shown(name)}")
+        names[index] = name
+    if not NUM_LABELS.admits(len(names)):
+        raise ValueError(f"id2label names {len(names)} classes, allowed {NUM_LABELS}")
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"id2label must name the classes 0..{len(names) - 1}, once each")
+    return names
 
 
 # Differences between the published configs: Swin-L uses 200 frame queries; the COCO-pretrained models only

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from .config_ranges import IMAGE_PROCESSOR_RANGES
 from .errors import AvisError, one_line, printable
 
 BAD_INPUT = 2
@@ -24,9 +25,9 @@ INTERRUPTED = 130
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 # numpy's seeds (Accelerate's set_seed seeds numpy too).
 MAX_SEED = 2**32 - 1
-# The longest image edge, in pixels, that training or evaluation may resize to: 3x the published recipes' largest
-# (1333); a 5-frame clip of 4096 x 4096 frames already takes ~1 GB as floats before the model.
-MAX_IMAGE_SIZE = 4096
+# The longest image edge, in pixels, that training or evaluation may resize to: the processor's own bound (3x the
+# published recipes' largest, 1333; a 5-frame clip of 4096 x 4096 frames already takes ~1 GB as floats).
+MAX_IMAGE_SIZE = int(IMAGE_PROCESSOR_RANGES["shortest_edge"].high)
 # The most clips a process may take in one step, or steps it may accumulate: far beyond what any GPU holds at AVISM's
 # sizes (the recipe's 2 and 1).
 MAX_CLIPS = 1024

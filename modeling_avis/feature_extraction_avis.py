@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
+from .config_ranges import FEATURE_EXTRACTOR_RANGES, check_ranges
 from .errors import AvisInputError
 
-# Windows turned into log-mel at once: bounds the (windows x frames x FFT bins) float64 spectrum to ~200 MB.
-WINDOWS_PER_BATCH = 256
+# Values of the (windows x frames x FFT bins) float64 spectrum, or of the windows' samples, computed at once: 256
+# windows at VGGish's settings, ~200 MB in all.
+SPECTRUM_VALUES_PER_BATCH = 256 * 96 * 257
 
 
 class AvisFeatureExtractor(FeatureExtractionMixin):
@@ -33,6 +35,8 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
     window_seconds, hop_seconds (`float`): STFT window (periodic Hann) and hop.
     min_frequency, max_frequency (`float`): edges of the mel filter bank (Hz, HTK mel scale).
     log_offset (`float`): added to the mel magnitudes before the log.
+
+    Each setting has a range (`config_ranges.FEATURE_EXTRACTOR_RANGES`); a value outside it is a ValueError.
     """
 
     model_input_names = ["audio_log_mel"]
@@ -58,6 +62,12 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
         self.min_frequency = min_frequency
         self.max_frequency = max_frequency
         self.log_offset = log_offset
+        check_ranges(self, FEATURE_EXTRACTOR_RANGES)
+        if not min_frequency < max_frequency <= sampling_rate / 2:
+            raise ValueError(
+                f"the mel bands span {min_frequency:g}..{max_frequency:g} Hz: it must be a range within 0.."
+                f"{sampling_rate / 2:g} Hz, half the sampling rate"
+            )
 
     @property
     def window_length(self) -> int:
@@ -71,6 +81,17 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
     def example_length(self) -> int:
         """Samples one example needs: 15600 (0.975 s) with VGGish's settings."""
         return self.window_length + (self.num_frames - 1) * self.hop_length
+
+    @property
+    def fft_length(self) -> int:
+        """The STFT frames' padded length: the next power of two (512 at 16 kHz)."""
+        return 2 ** math.ceil(math.log2(self.window_length))
+
+    @property
+    def windows_per_batch(self) -> int:
+        """Windows turned into log-mel at once, for SPECTRUM_VALUES_PER_BATCH values (256 with VGGish's settings)."""
+        values = max(self.num_frames * (self.fft_length // 2 + 1), self.example_length)
+        return max(1, SPECTRUM_VALUES_PER_BATCH // values)
 
     def __call__(
         self,
@@ -94,8 +115,9 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
         covered = self.covered(offsets, len(waveform))
         examples = torch.zeros(len(offsets), self.num_frames, self.num_mel_bins)
         indices = covered.nonzero().flatten()
-        for first in range(0, len(indices), WINDOWS_PER_BATCH):
-            batch = indices[first : first + WINDOWS_PER_BATCH]
+        batch_size = self.windows_per_batch
+        for first in range(0, len(indices), batch_size):
+            batch = indices[first : first + batch_size]
             windows = waveform[offsets[batch, None] + torch.arange(self.example_length)]
             examples[batch] = self.log_mel(windows).float()
         return BatchFeature({"audio_log_mel": examples}, tensor_type=return_tensors)
@@ -123,11 +145,10 @@ class AvisFeatureExtractor(FeatureExtractionMixin):
         The STFT frames the signal without padding (frames = 1 + (samples - window) // hop), applies a periodic
         Hann window and zero-pads each frame at its end to the next power of two (512 at 16 kHz).
         """
-        fft_length = 2 ** math.ceil(math.log2(self.window_length))
         frames = waveform.unfold(-1, self.window_length, self.hop_length)
         window = torch.hann_window(self.window_length, periodic=True, dtype=waveform.dtype)
-        magnitudes = torch.fft.rfft(frames * window, n=fft_length).abs()
-        mel = magnitudes @ self.mel_filters(fft_length // 2 + 1).to(waveform.dtype)
+        magnitudes = torch.fft.rfft(frames * window, n=self.fft_length).abs()
+        mel = magnitudes @ self.mel_filters(self.fft_length // 2 + 1).to(waveform.dtype)
         return torch.log(mel + self.log_offset)
 
     def mel_filters(self, num_spectrogram_bins: int) -> torch.Tensor:

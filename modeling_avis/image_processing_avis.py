@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
+from .config_ranges import IMAGE_PROCESSOR_RANGES, check_ranges
 from .errors import AvisInputError
 
 # ImageNet statistics on the 0-255 scale, RGB: the published checkpoints were trained with them.
@@ -60,6 +61,8 @@ class AvisImageProcessor(BaseImageProcessor):
     longest_edge (`int`): cap on the long side after resizing (`INPUT.MAX_SIZE_TEST`, detectron2's default 1333).
     image_mean, image_std (`list[float]`): RGB normalisation on the 0-255 scale (`MODEL.PIXEL_MEAN/STD`).
     size_divisibility (`int`): frames are zero-padded bottom/right to a multiple of it (`SIZE_DIVISIBILITY`).
+
+    Each setting has a range (`config_ranges.IMAGE_PROCESSOR_RANGES`); a value outside it is a ValueError.
     """
 
     model_input_names = ["pixel_values"]
@@ -76,9 +79,11 @@ class AvisImageProcessor(BaseImageProcessor):
         super().__init__(**kwargs)
         self.shortest_edge = shortest_edge
         self.longest_edge = longest_edge
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        self.image_mean = image_mean
+        self.image_std = image_std
         self.size_divisibility = size_divisibility
+        check_ranges(self, IMAGE_PROCESSOR_RANGES)
+        self.image_mean, self.image_std = list(image_mean), list(image_std)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """The resized (height, width) of a (height, width) frame."""

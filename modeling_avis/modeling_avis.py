@@ -6,6 +6,7 @@ clip-level module encodes the frame queries in temporal windows, fuses them with
 clip queries: each one is a candidate sounding instance with a class and one mask embedding for all frames.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -15,10 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput, logging
 
 from .backbone_avis import build_backbone
-from .configuration_avis import AvisConfig
+from .configuration_avis import FEATURE_GROUPS, AvisConfig
 from .deformable_attention import AvisMultiscaleDeformableAttention
 from .fused_layers import AvisConv2d, AvisLinear, cast_parameters, compute_dtype, linear, runs_fused
 from .loss_avis import AvisLoss
@@ -35,6 +37,12 @@ AUTO_MAP = {
     "AutoConfig": "configuration_avis.AvisConfig",
     "AutoModel": "modeling_avis.AvisModel",
     "AutoModelForInstanceSegmentation": "modeling_avis.AvisForAudioVisualInstanceSegmentation",
+}
+# The task, and the pipeline a saved folder's config names for it (its code is saved beside the model's), through
+# which `pipeline(model=folder, trust_remote_code=True)` runs the folder without this package.
+TASK = "audio-visual-instance-segmentation"
+CUSTOM_PIPELINES = {
+    TASK: {"impl": "pipeline_avis.AvisVideoSegmentationPipeline", "pt": ("AutoModel",), "tf": (), "type": "multimodal"}
 }
 
 
@@ -220,12 +228,12 @@ class AvisMLP(nn.Module):
 
 
 class AvisConvNorm(nn.Sequential):
-    """A convolution followed by GroupNorm(32) (and optionally ReLU), as the pixel decoder's D2 `Conv2d`."""
+    """A convolution followed by GroupNorm(FEATURE_GROUPS) (and optionally ReLU), as the pixel decoder's D2 `Conv2d`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, relu: bool = False):
         layers = [
             AvisConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
-            nn.GroupNorm(32, out_channels),
+            nn.GroupNorm(FEATURE_GROUPS, out_channels),
         ]
         super().__init__(*layers, *([nn.ReLU()] if relu else []))
 
@@ -687,9 +695,19 @@ class AvisPreTrainedModel(PreTrainedModel):
             self._use_kernels = False
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        if self._auto_class is not None:  # its code goes beside the weights: every auto class may load them
-            self.config.auto_map = dict(AUTO_MAP)
+        """transformers' `save_pretrained`, with the code beside the weights: every auto class, and with the
+        processor saved there too, `pipeline`, load the folder (with trust_remote_code where this package is not
+        installed)."""
+        if self._auto_class is None:
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+        self.config.auto_map = dict(AUTO_MAP)
+        self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         super().save_pretrained(save_directory, *args, **kwargs)
+        # imported here, not above: the pipeline's module imports this one
+        from .pipeline_avis import AvisVideoSegmentationPipeline
+
+        custom_object_save(AvisVideoSegmentationPipeline, save_directory)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

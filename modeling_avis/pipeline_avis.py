@@ -5,22 +5,20 @@
     result = segment("concert.mp4", fps=1)                                   # AvisVideoResult
 
 The pipeline runs `AvisVideoSegmenter` (the two-pass streaming inference) with the folder's processor, so a video
-of any length goes through in the memory of a few frames. `save_model_folder` writes a folder that every entry
-point loads: weights and config, the processor, the code behind them, and the `auto_map` / `custom_pipelines`
-entries through which transformers' auto classes and `pipeline` find that code without this package installed.
+of any length goes through in the memory of a few frames. The model's and the processor's `save_pretrained`
+(`save_model_folder` runs both) write a folder that every entry point loads: weights and config, the processor, the
+code behind them, and the `auto_map` / `custom_pipelines` entries through which transformers' auto classes and
+`pipeline` find that code without this package installed.
 """
 
 from pathlib import Path
 
 from transformers import Pipeline
-from transformers.dynamic_module_utils import custom_object_save
 
 from .inference_avis import AvisVideoSegmenter
-from .modeling_avis import AvisPreTrainedModel
+from .modeling_avis import TASK, AvisPreTrainedModel
 from .processing_avis import AvisProcessor
 from .tracks import AvisVideoResult
-
-TASK = "audio-visual-instance-segmentation"
 
 
 class AvisVideoSegmentationPipeline(Pipeline):
@@ -53,20 +51,11 @@ class AvisVideoSegmentationPipeline(Pipeline):
 
 
 def save_model_folder(folder: str | Path, model: AvisPreTrainedModel, processor: AvisProcessor) -> None:
-    """Writes `model` and `processor` to `folder` with their code, loadable by `AutoConfig`, `AutoModel`,
-    `AutoModelForInstanceSegmentation`, `AutoProcessor` and `pipeline` (with `trust_remote_code=True` where this
-    package is not installed)."""
-    model.config.custom_pipelines = {
-        TASK: {
-            "impl": "pipeline_avis.AvisVideoSegmentationPipeline",
-            "pt": ("AutoModel",),
-            "tf": (),
-            "type": "multimodal",
-        }
-    }
+    """Writes `model` and `processor` to `folder` with their code (their `save_pretrained`), loadable by
+    `AutoConfig`, `AutoModel`, `AutoModelForInstanceSegmentation`, `AutoProcessor` and `pipeline` (with
+    `trust_remote_code=True` where this package is not installed)."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    custom_object_save(AvisVideoSegmentationPipeline, folder)
 
 
 __all__ = ["TASK", "AvisVideoSegmentationPipeline", "save_model_folder"]

@@ -28,10 +28,12 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .config_ranges import PROCESSOR_RANGES, check_ranges
 from .configuration_avis import AvisConfig
 from .errors import AvisInputError
 from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
+from .input_files import read_npy
 from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
 from .tracks import AvisMaskStore, AvisTrack, AvisTrackMasks, AvisVideoResult
 from .video_io import (
@@ -91,6 +93,8 @@ class AvisProcessor(ProcessorMixin):
     num_detections (`int`): top-k (clip query, class) pairs considered per video (`TEST.DETECTIONS_PER_IMAGE`).
     score_threshold (`float`): instances scoring at or below it are dropped (the original's 0.3).
     mask_chunk_size (`int`): frames per mask upsampling pass in post-processing (`TEST_INTERPOLATE_CHUNK_SIZE`).
+
+    Each setting has a range (`config_ranges.PROCESSOR_RANGES`); a value outside it is a ValueError.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class AvisProcessor(ProcessorMixin):
         self.num_detections = num_detections
         self.score_threshold = score_threshold
         self.mask_chunk_size = mask_chunk_size
+        check_ranges(self, PROCESSOR_RANGES)
 
     @classmethod
     def for_model(cls, config: AvisConfig, **kwargs) -> "AvisProcessor":
@@ -504,7 +509,7 @@ class _PrecomputedAudio:
             if not Path(audio_features).is_file():
                 raise AvisInputError(f"{audio_features}: no such audio features file")
             try:
-                audio_features = np.load(audio_features)
+                audio_features = read_npy(audio_features)
             except (OSError, ValueError) as error:
                 raise AvisInputError(f"{Path(audio_features).name}: not a readable .npy array ({error})") from None
         self.features = torch.as_tensor(np.asarray(audio_features), dtype=torch.float32)

@@ -249,7 +249,7 @@ def test_a_perfect_prediction_scores_far_below_a_random_one():
 def test_classification_losses_weight_the_no_object_class():
     # One video, one frame, one instance: query 0 predicts its mask exactly, every other query an empty mask.
     config = tiny_config(
-        decoder_layers=0, num_frame_query_layers=1, clip_decoder_layers=1, no_object_weight=0.1,
+        decoder_layers=1, num_frame_query_layers=1, clip_decoder_layers=1, no_object_weight=0.1,
         clip_no_object_weight=0.3,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(5)

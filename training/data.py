@@ -8,7 +8,6 @@ A batch (`collate_clips`) holds the frames as the model takes them, normalised a
 that prepares them at test.
 """
 
-import json
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -19,13 +18,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modeling_avis.config_ranges import shown
 from modeling_avis.configuration_avis import AvisConfig
 from modeling_avis.errors import AvisDatasetError, AvisInputError, one_line
 from modeling_avis.feature_extraction_avis import AvisFeatureExtractor
 from modeling_avis.image_processing_avis import AvisImageProcessor
+from modeling_avis.input_files import InvalidInputFile, read_json, read_npy_header
 from modeling_avis.tracks import check_rle
 from modeling_avis.video_io import AvisegVideoFiles, read_audio, read_image
 
+from .annotations import check_frame_size, check_polygon, check_run_lengths, is_area_polygon
 from .augmentation import ClipAugmentation, FrameTransform
 
 # A frame's segmentation: polygons (flat [x0, y0, x1, y1, ...] lists), a compressed RLE, or None where absent.
@@ -69,26 +71,30 @@ class AvisegClip:
 
 def normalize_segmentation(segmentation, height: int, width: int) -> Segmentation:
     """A frame's JSON segmentation (polygons, an RLE dict, a list of RLE dicts, or null) as polygons, one
-    compressed RLE, or None. Polygons with fewer than 3 points are dropped, as in the original."""
+    compressed RLE, or None, once its geometry is checked (`training.annotations`; ValueError otherwise). Polygons
+    with fewer than 3 points are dropped, as in the original."""
     if not segmentation:
         return None
     if isinstance(segmentation, dict):
         segmentation = [segmentation]
+    if not isinstance(segmentation, list):
+        raise ValueError(f"a segmentation must be a list of polygons or RLEs, not {shown(segmentation)}")
     if isinstance(segmentation[0], dict):
         return mask_utils.merge([_compressed_rle(rle, height, width) for rle in segmentation])
-    polygons = [list(map(float, polygon)) for polygon in segmentation if len(polygon) % 2 == 0 and len(polygon) >= 6]
-    return polygons or None
+    polygons = [check_polygon(polygon, height, width) for polygon in segmentation]
+    return [polygon for polygon in polygons if is_area_polygon(polygon)] or None
 
 
 def _compressed_rle(rle: dict, height: int, width: int) -> dict:
     """An RLE of the annotations (run lengths, or compressed counts) as pycocotools' compressed RLE, once checked to
     cover the video's frame exactly (ValueError otherwise)."""
-    if list(rle.get("size", ())) != [height, width]:
-        raise ValueError(f"an RLE mask of size {rle.get('size')} does not fit its {height}x{width} video")
+    if not isinstance(rle, dict):
+        raise ValueError(f"an RLE must be an object {{size, counts}}, not {shown(rle)}")
+    if rle.get("size") != [height, width]:
+        raise ValueError(f"an RLE mask of size {shown(rle.get('size'))} does not fit its {height}x{width} video")
     counts = rle.get("counts")
     if isinstance(counts, list):
-        if sum(counts) != height * width or min(counts, default=0) < 0:
-            raise ValueError(f"RLE run lengths that do not cover its {height}x{width} frame")
+        check_run_lengths(counts, height, width)
         return mask_utils.frPyObjects(rle, height, width)
     counts = counts.decode("latin-1") if isinstance(counts, bytes) else counts
     check_rle({"size": [height, width], "counts": counts}, height, width)
@@ -119,6 +125,10 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
     for video in sorted(dataset["videos"], key=itemgetter("id")):
         height, width, length = video["height"], video["width"], video["length"]
         name = video["file_names"][0].split("/")[0]
+        try:
+            check_frame_size(height, width)
+        except ValueError as error:
+            raise AvisDatasetError(f"{annotation_path}: video {name!r}: {error}") from None
         annotations = [a for a in annotations_of.get(video["id"], []) if not a.get("iscrowd", 0)]
         if len(video["file_names"]) != length:
             raise AvisDatasetError(
@@ -168,11 +178,30 @@ def load_aviseg_split(root: str | Path, split: str) -> list[AvisegVideo]:
     return videos
 
 
-# The fields every entry of an AVISeg annotations file needs, by list.
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_file_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(name, str) and name for name in value)
+
+
+# The fields every entry of an AVISeg annotations file needs, by list: what each must be, and its description.
 REQUIRED_FIELDS = {
-    "categories": ("id",),
-    "videos": ("id", "file_names", "height", "width", "length"),
-    "annotations": ("id", "video_id", "category_id", "segmentations"),
+    "categories": {"id": (_is_id, "an integer")},
+    "videos": {
+        "id": (_is_id, "an integer"),
+        "file_names": (_is_file_list, "a non-empty list of frame file names"),
+        "height": (_is_id, "an integer"),
+        "width": (_is_id, "an integer"),
+        "length": (_is_id, "an integer"),
+    },
+    "annotations": {
+        "id": (_is_id, "an integer"),
+        "video_id": (_is_id, "an integer"),
+        "category_id": (_is_id, "an integer"),
+        "segmentations": (lambda value: isinstance(value, list), "a list with one entry per frame"),
+    },
 }
 
 
@@ -181,9 +210,9 @@ def _read_dataset_json(path: Path) -> dict:
     if not path.is_file():
         raise AvisDatasetError(f"{path}: no such AVISeg annotations file")
     try:
-        dataset = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AvisDatasetError(f"{path}: not valid JSON ({error})") from None
+        dataset = read_json(path)
+    except InvalidInputFile as error:
+        raise AvisDatasetError(f"{path}: {error}") from None
     if not isinstance(dataset, dict):
         raise AvisDatasetError(f"{path}: expected a JSON object with categories, videos and annotations")
     for key, fields in REQUIRED_FIELDS.items():
@@ -194,9 +223,11 @@ def _read_dataset_json(path: Path) -> dict:
             absent = [field for field in fields if not isinstance(entry, dict) or field not in entry]
             if absent:
                 raise AvisDatasetError(f"{path}: {key}[{index}] has no '{absent[0]}'")
-    for index, video in enumerate(dataset["videos"]):
-        if not (isinstance(video["file_names"], list) and video["file_names"]):
-            raise AvisDatasetError(f"{path}: videos[{index}] has no frame file names")
+            for field, (is_valid, expected) in fields.items():
+                if not is_valid(entry[field]):
+                    raise AvisDatasetError(
+                        f"{path}: {key}[{index}]'s '{field}' must be {expected}, not {shown(entry[field])}"
+                    )
     return dataset
 
 
@@ -232,16 +263,24 @@ def read_frame(path: Path) -> Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
+def check_audio_features(video: AvisegVideo) -> None:
+    """AvisDatasetError unless the video's FEATAudios file is a sound .npy array (its header read, not its data)
+    with one row of features per frame."""
+    path = video.audio_features_path
+    if not path.is_file():
+        raise AvisDatasetError(f"no audio features for video {video.name!r} at {path}")
+    try:
+        shape, _ = read_npy_header(path)
+    except InvalidInputFile as error:
+        raise AvisDatasetError(f"{path}: {error}") from None
+    if len(shape) != 2 or shape[0] < len(video.frame_paths):
+        raise AvisDatasetError(f"{path} has shape {shape}; expected one row per frame ({len(video.frame_paths)})")
+
+
 def load_audio_features(video: AvisegVideo, frame_indices: list[int]) -> Tensor:
     """The (T, 128) float32 audio features of the given frames, from the video's FEATAudios file."""
-    if not video.audio_features_path.is_file():
-        raise AvisDatasetError(f"no audio features for video {video.name!r} at {video.audio_features_path}")
-    features = np.load(video.audio_features_path)
-    if features.ndim != 2 or features.shape[0] < len(video.frame_paths):
-        raise AvisDatasetError(
-            f"{video.audio_features_path} has shape {features.shape}; "
-            f"expected one row per frame ({len(video.frame_paths)})"
-        )
+    check_audio_features(video)
+    features = np.load(video.audio_features_path, allow_pickle=False)
     return torch.from_numpy(features[frame_indices].astype(np.float32))
 
 
@@ -297,6 +336,8 @@ class AvisegClipDataset(Dataset):
                 raise AvisDatasetError(
                     f"{audio_path}: no such audio file (video {video.name!r}; the model reads {audio_input})"
                 )
+            if audio_input == "audio_features":
+                check_audio_features(video)
         self.audio_input = audio_input
         self.num_frames = num_frames
         self.frame_range = frame_range

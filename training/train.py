@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from modeling_avis.config_ranges import whole
 from modeling_avis.configuration_avis import PRESETS, AvisConfig
 from modeling_avis.entry_point import (
     CPUS,
@@ -45,7 +46,15 @@ from modeling_avis.entry_point import (
     whole_number_up_to,
 )
 from modeling_avis.errors import AvisCheckpointError, AvisDatasetError, one_line, printable
-from modeling_avis.loading import LOADING_ERRORS, load_config_file, load_model, load_processor
+from modeling_avis.input_files import MAX_CONFIG_BYTES, InvalidInputFile, read_json
+from modeling_avis.loading import (
+    LOADING_ERRORS,
+    check_pickled_weights,
+    load_config_file,
+    load_model,
+    load_processor,
+    processor_for_model,
+)
 from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.outputs import check_folder_to_write_in, check_outputs_apart, write_text_atomically
 from modeling_avis.pipeline_avis import save_model_folder
@@ -61,6 +70,8 @@ from .sampling import EpochOrderSampler, SeededDataset
 
 # Written last into a checkpoint folder: the step and data position, and the marker of a complete checkpoint.
 PROGRESS_FILE = "training_progress.json"
+# The step and data position of a progress file: counts, from 0.
+PROGRESS_COUNTER = whole(0, 2**62)
 # Backbone weights a checkpoint of a classification or plain model need not have: D2 Swin's per-stage output norms
 # are new layers in the original too.
 NEW_BACKBONE_KEYS = ("hidden_states_norms.",)
@@ -176,6 +187,7 @@ def load_backbone_weights(model: AvisForAudioVisualInstanceSegmentation, path: s
 
 def _load_backbone_weights(backbone, path: Path) -> None:
     if path.is_dir():
+        check_pickled_weights(path, str(path))
         loaded, info = type(backbone).from_pretrained(
             path, config=backbone.config, output_loading_info=True, ignore_mismatched_sizes=True
         )
@@ -206,10 +218,10 @@ def build_model(args: argparse.Namespace) -> tuple[AvisForAudioVisualInstanceSeg
         processor = load_processor(args.model, model.config)
     else:
         config = load_config_file(args.config) if args.config else AvisConfig.from_preset(args.preset)
+        processor = processor_for_model(args.config or args.preset, config)
         model = AvisForAudioVisualInstanceSegmentation(config)
         if args.backbone_weights:
             load_backbone_weights(model, args.backbone_weights)
-        processor = AvisProcessor.for_model(config)
     if args.eval_short_edge:
         processor.image_processor.shortest_edge = args.eval_short_edge
     return model, processor
@@ -234,20 +246,41 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict) 
 
 
 def checkpoint_to_resume(name: str | None, output_dir: Path) -> Path | None:
-    """The checkpoint folder `--resume-from-checkpoint` names ('latest': the last complete one in `output_dir`)."""
+    """The checkpoint folder `--resume-from-checkpoint` names ('latest': the last complete one in `output_dir`),
+    its progress file checked."""
     if name is None:
         return None
     folder = latest_checkpoint(output_dir) if name == "latest" else Path(name)
-    if not (folder / PROGRESS_FILE).is_file():
+    read_progress(folder)
+    return folder
+
+
+def read_progress(folder: Path) -> dict:
+    """The progress file of a complete checkpoint, found to hold the step, the data position and the layout."""
+    path = folder / PROGRESS_FILE
+    if not path.is_file():
         raise AvisCheckpointError(
             f"{printable(folder)}: not a complete training checkpoint (it has no {PROGRESS_FILE})"
         )
-    return folder
+    try:
+        progress = read_json(path, MAX_CONFIG_BYTES)
+    except InvalidInputFile as error:
+        raise AvisCheckpointError(f"{printable(path)}: {error}") from None
+    counters = ("step", "epoch", "batches_in_epoch")
+    if not (
+        isinstance(progress, dict)
+        and all(PROGRESS_COUNTER.admits(progress.get(key)) for key in counters)
+        and isinstance(progress.get("layout"), dict)
+    ):
+        raise AvisCheckpointError(
+            f"{printable(path)}: not a training checkpoint's progress ({', '.join(counters)} counted from 0, and a layout)"
+        )
+    return progress
 
 
 def load_checkpoint(accelerator: Accelerator, folder: Path, layout: dict) -> dict:
     """Restore a checkpoint saved by `save_checkpoint`; its data position must mean the same in this run."""
-    progress = json.loads((folder / PROGRESS_FILE).read_text())
+    progress = read_progress(folder)
     if progress["layout"] != layout:
         raise AvisCheckpointError(
             f"{printable(folder)} was saved with {progress['layout']}; resume with the same processes and batch sizes"

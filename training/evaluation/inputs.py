@@ -6,7 +6,6 @@ Everything is checked up front, so a bad file fails with one line naming the fil
 traceback from deep inside the metrics.
 """
 
-import json
 import math
 import numbers
 from dataclasses import dataclass
@@ -14,8 +13,12 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
+from modeling_avis.config_ranges import shown
 from modeling_avis.errors import AvisEvaluationError
+from modeling_avis.input_files import InvalidInputFile, read_json
 from modeling_avis.tracks import check_rle
+
+from ..annotations import FRAME_SIDE, check_polygon, check_run_lengths, is_area_polygon
 
 
 @dataclass(frozen=True)
@@ -105,14 +108,11 @@ def _read_json(value: str | Path | dict | list, in_memory_name: str) -> tuple[st
         return in_memory_name, value
     path = Path(value)
     try:
-        with path.open() as f:
-            return path.name, json.load(f)
+        return path.name, read_json(path)
     except FileNotFoundError:
         raise AvisEvaluationError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise AvisEvaluationError(f"{path.name}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except UnicodeDecodeError:
-        raise AvisEvaluationError(f"{path.name}: not a text file") from None
+    except InvalidInputFile as error:
+        raise AvisEvaluationError(f"{path.name}: {error}") from None
 
 
 def _read_categories(entries: list, source: str) -> dict[int, str]:
@@ -134,8 +134,8 @@ def _read_videos(entries: list, source: str) -> dict[int, Video]:
         where = f"{source} videos[{i}]"
         video_id = _field(entry, "id", _is_int, "an integer", where)
         file_names = _field(entry, "file_names", _is_file_list, "a non-empty list of frame file names", where)
-        height = _field(entry, "height", _is_positive_int, "a positive integer", where)
-        width = _field(entry, "width", _is_positive_int, "a positive integer", where)
+        height = _field(entry, "height", FRAME_SIDE.admits, f"an integer in {FRAME_SIDE}", where)
+        width = _field(entry, "width", FRAME_SIDE.admits, f"an integer in {FRAME_SIDE}", where)
         name = file_names[0].split("/")[0]
         if video_id in videos:
             raise AvisEvaluationError(f"{where}: video id {video_id} is used twice")
@@ -159,8 +159,10 @@ def _read_ground_truth_track(
     segmentations = _per_frame_list(entry, "segmentations", video, where)
     areas = _per_frame_list(entry, "areas", video, where)
     for t, area in enumerate(areas):
-        if area is not None and not _is_number(area):
-            raise AvisEvaluationError(f"{where} frame {t}: area must be a number or null")
+        if area is not None and not (_is_number(area) and 0 <= area <= video.height * video.width):
+            raise AvisEvaluationError(
+                f"{where} frame {t}: area must be a number of pixels (0..{video.height * video.width}) or null"
+            )
     masks = [_ground_truth_mask(seg, video, f"{where} frame {t}") for t, seg in enumerate(segmentations)]
     return GroundTruthTrack(int(annotation_id), video.video_id, category_id, int(iscrowd), masks, list(areas))
 
@@ -175,19 +177,18 @@ def _ground_truth_mask(segmentation: object, video: Video, where: str) -> dict |
         raise AvisEvaluationError(
             f"{where}: expected a list of polygons or of uncompressed RLEs, or null where the object is absent"
         )
-    if all(isinstance(part, dict) for part in segmentation):
-        for part in segmentation:
-            if not _has_size(part, video):
-                raise AvisEvaluationError(f"{where}: RLE size {part.get('size')} is not {video.height}x{video.width}")
-            counts = part.get("counts")
-            if not (isinstance(counts, list) and all(_is_int(run) and run >= 0 for run in counts)):
-                raise AvisEvaluationError(f"{where}: ground-truth RLE counts must be a list of run lengths")
-            if sum(counts) != video.height * video.width:
-                raise AvisEvaluationError(
-                    f"{where}: RLE run lengths add up to {sum(counts)} pixels, not {video.height}x{video.width}"
-                )
-    elif not all(isinstance(part, list) and all(_is_number(x) for x in part) for part in segmentation):
-        raise AvisEvaluationError(f"{where}: expected a list of polygons [x, y, x, y, ...] or of uncompressed RLEs")
+    try:
+        if all(isinstance(part, dict) for part in segmentation):
+            for part in segmentation:
+                if not _has_size(part, video):
+                    raise ValueError(f"RLE size {shown(part.get('size'))} is not {video.height}x{video.width}")
+                check_run_lengths(part.get("counts"), video.height, video.width)
+        else:
+            for polygon in segmentation:
+                if not is_area_polygon(check_polygon(polygon, video.height, video.width)):
+                    raise ValueError(f"a polygon of {len(polygon)} numbers: it needs x, y pairs, 3 points or more")
+    except ValueError as error:
+        raise AvisEvaluationError(f"{where}: {error}") from None
     try:
         # The original's exact calls, so their reading is kept too (e.g. a first polygon of exactly 4 numbers is
         # read by pycocotools as a list of boxes).
@@ -267,10 +268,6 @@ def _is_number(value: object) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_positive_int(value: object) -> bool:
-    return _is_int(value) and value > 0
 
 
 def _is_file_list(value: object) -> bool:

@@ -1,0 +1,1 @@
+../../modeling_avis/config_ranges.py

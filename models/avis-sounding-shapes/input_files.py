@@ -1,0 +1,1 @@
+../../modeling_avis/input_files.py
