@@ -8,6 +8,7 @@ analysis in the queue never runs beside it. A visitor who closes the tab gets th
 
 import asyncio
 import contextlib
+import contextvars
 import html
 import logging
 import threading
@@ -108,7 +109,9 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
 
         try:
             with slots.tracking(session, cancelled):
-                job = asyncio.get_running_loop().run_in_executor(None, slots.hold, work)
+                # in this request's context, where gradio's progress finds its event (else it reports nothing)
+                context = contextvars.copy_context()
+                job = asyncio.get_running_loop().run_in_executor(None, context.run, slots.hold, work)
                 try:
                     analysis = await asyncio.shield(job)
                 except asyncio.CancelledError:
