@@ -4,8 +4,11 @@ import argparse
 import logging
 import os
 
+import gradio as gr
+
 from .layout import build_demo
-from .settings import add_arguments, settings_from
+from .settings import AppSettings, add_arguments, settings_from
+from .uploads import UploadLedger, served_with_bounds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,15 +23,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 HEARTBEAT_SECONDS = "2"
 
 
+def serve(settings: AppSettings, **launch_options) -> gr.Blocks:
+    """The app served with `settings` and the bounds on what requests carry (`app.uploads`); `launch_options` go to
+    `Blocks.launch` (server_name, server_port, prevent_thread_lock, quiet)."""
+    uploads = UploadLedger(settings)
+    demo = build_demo(settings, uploads)
+    # Without server-side rendering, every request reaches the Python app and its bounds: with it, gradio's Node
+    # front (and its file workers) would take the uploads itself.
+    demo.launch(
+        share=False,
+        ssr_mode=False,
+        max_file_size=settings.max_upload_size,
+        app_kwargs=served_with_bounds(uploads),
+        **launch_options,
+    )
+    return demo
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", HEARTBEAT_SECONDS)
-    # the app's own lines (each analysis's start and end, refused models, failures) in the server's log
+    # the app's own lines (each analysis's start and end, refused models and uploads, failures) in the server's log
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger("app").addHandler(handler)
     logging.getLogger("app").setLevel(logging.INFO)
-    settings = settings_from(args)
-    build_demo(settings).launch(
-        server_name=args.host, server_port=args.port, share=False, max_file_size=settings.max_upload_size
-    )
+    serve(settings_from(args), server_name=args.host, server_port=args.port)

@@ -8,6 +8,7 @@ analysis in the queue never runs beside it. A visitor who closes the tab gets th
 
 import asyncio
 import contextlib
+import contextvars
 import html
 import logging
 import threading
@@ -24,6 +25,7 @@ from .models import DEFAULT_CHOICE
 from .pipeline import AnalysisCancelled, AnalysisService
 from .settings import AppSettings
 from .summary import TABLE_HEADERS
+from .uploads import UploadLedger
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +79,8 @@ class AnalysisSlots:
                 flag.set()
 
 
-def build_demo(settings: AppSettings) -> gr.Blocks:
-    """The app's page, with its queue: `build_demo(settings).launch()` serves it."""
+def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
+    """The app's page, with its queue, reading the uploads of `uploads`: `app.cli.serve` serves it."""
     service = AnalysisService(settings)
     slots = AnalysisSlots(settings.concurrency_limit)
     choices = service.catalog.choices()
@@ -87,6 +89,14 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
     async def run(video_path, model, fps, score_threshold, max_instances, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         if not video_path:
             raise gr.Error("Upload a video or pick an example first.", print_exception=False)
+        with uploads.using(video_path):
+            if not Path(video_path).is_file():
+                raise gr.Error(
+                    "This upload is no longer on the server: upload the video again.", print_exception=False
+                )
+            return await analyse(video_path, model, fps, score_threshold, max_instances, request, progress)
+
+    async def analyse(video_path, model, fps, score_threshold, max_instances, request, progress):
         cancelled = threading.Event()
         session = request.session_hash or ""
 
@@ -108,7 +118,9 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
 
         try:
             with slots.tracking(session, cancelled):
-                job = asyncio.get_running_loop().run_in_executor(None, slots.hold, work)
+                # in this request's context, where gradio's progress finds its event (else it reports nothing)
+                context = contextvars.copy_context()
+                job = asyncio.get_running_loop().run_in_executor(None, context.run, slots.hold, work)
                 try:
                     analysis = await asyncio.shield(job)
                 except asyncio.CancelledError:
@@ -177,7 +189,9 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
                         info="the default model's own threshold to start with",
                     )
                     max_instances = gr.Slider(1, 20, value=10, step=1, label="Maximum instances")
-                gr.Markdown(f"Videos longer than {settings.max_video_seconds:g} s are cut to their start.")
+                gr.Markdown(
+                    f"Videos longer than {settings.max_video_seconds:g} s are analysed to their first {settings.max_video_seconds:g} s."
+                )
                 with gr.Row():
                     button = gr.Button("Find the sounding objects", variant="primary", elem_id="run-button")
                     stop = gr.Button("Stop", elem_id="stop-button")
@@ -209,6 +223,7 @@ def build_demo(settings: AppSettings) -> gr.Blocks:
         stop.click(None, cancels=[analysis])
         demo.unload(leave)
     demo.queue(max_size=settings.queue_size)
+    uploads.protect(path for block in demo.blocks.values() for path in getattr(block, "keep_in_cache", ()))
     return demo
 
 

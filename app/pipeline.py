@@ -93,7 +93,8 @@ class AnalysisService:
         progress: ProgressFn,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Analysis:
-        """Probe, trim if too long, run the model, render the overlay and write the results of one video.
+        """Probe, run the model on the first `max_video_seconds` (by the decoded frames' times), render the overlay
+        over them and write the results of one video.
 
         Raises AvisInputError for a video the app cannot use, ModelUnavailable / ModelStillLoading for a model it
         cannot give, AnalysisCancelled when `cancelled()` turned true.
@@ -105,7 +106,7 @@ class AnalysisService:
             progress(fraction, description)
 
         report(0.0, "Reading the video")
-        video = probe_upload(video_path)
+        video = probe_upload(video_path, self.settings.max_video_seconds)
         folder = self.runs.new()
         try:
             analysis = self._analyse(

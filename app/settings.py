@@ -2,7 +2,8 @@
 environment variable (a Space sets the variables on its settings page).
 
 By default a visitor sees only the default model (no folder of the server's, no Hub id), videos are analysed up to
-60 s (picture and sound alike), one at a time with 16 waiting at most, and at most 8 results are kept, for 30 min.
+60 s (picture and sound alike), one at a time with 16 waiting at most, and at most 8 results are kept, for 30 min. A
+visitor may upload 20 files and 1 GB in 10 min, uploads are kept 10 min, and all of them together take at most 4 GB.
 """
 
 import argparse
@@ -22,9 +23,16 @@ class AppSettings:
     hub_models: the Hub ids visitors may pick ("*": any id, typed), each loaded only if its files take at most
         `hub_max_bytes` (read from the Hub before any download).
     model_load_seconds: how long a request waits for a model's first load (which goes on in the background).
-    max_video_seconds: longer videos (or sound) are cut to their first max_video_seconds.
+    max_video_seconds: videos (and their sound) are analysed and drawn up to this many seconds, by their decoded
+        times (never by the length a header declares).
     concurrency_limit, queue_size: analyses running at once, and waiting at most.
     max_upload_size: the largest upload, in gradio's notation.
+    visitor_uploads, visitor_upload_bytes: the files and bytes one visitor may upload within `upload_seconds`.
+    upload_seconds: how long an upload is kept (unless an analysis reads it then), and the window in which a
+        visitor's uploads are counted.
+    upload_total_bytes: the uploads kept on disk, every visitor's together.
+    proxy_hops: the proxies in front of the server (a Space: 1), whose `X-Forwarded-For` says who the visitor is
+        (0: the connection's address); see `app.uploads`.
     kept_results, result_seconds: the analyses whose files are kept (the newest), and for how long.
     work_folder: where the runs' files go: inside gradio's cache, so that gradio serves them without a copy.
     """
@@ -38,6 +46,11 @@ class AppSettings:
     concurrency_limit: int = 1
     queue_size: int = 16
     max_upload_size: str = "500mb"
+    visitor_uploads: int = 20
+    visitor_upload_bytes: int = 1_000_000_000
+    upload_seconds: int = 600
+    upload_total_bytes: int = 4_000_000_000
+    proxy_hops: int = 0
     kept_results: int = 8
     result_seconds: int = 1800
     work_folder: Path = field(default_factory=lambda: Path(get_upload_folder()) / "avis")
@@ -54,6 +67,11 @@ VARIABLES = {
     "concurrency_limit": ("AVIS_CONCURRENCY", int),
     "queue_size": ("AVIS_QUEUE_SIZE", int),
     "max_upload_size": ("AVIS_MAX_UPLOAD_SIZE", str),
+    "visitor_uploads": ("AVIS_VISITOR_UPLOADS", int),
+    "visitor_upload_bytes": ("AVIS_VISITOR_UPLOAD_BYTES", int),
+    "upload_seconds": ("AVIS_UPLOAD_SECONDS", int),
+    "upload_total_bytes": ("AVIS_UPLOAD_TOTAL_BYTES", int),
+    "proxy_hops": ("AVIS_PROXY_HOPS", int),
     "kept_results": ("AVIS_KEPT_RESULTS", int),
     "result_seconds": ("AVIS_RESULT_SECONDS", int),
 }

@@ -1,5 +1,7 @@
-"""Small videos written with PyAV for the app's tests: smooth moving gradients and a sine tone."""
+"""Videos written with PyAV for the app's tests (smooth moving gradients and a sine tone), and headers that lie."""
 
+import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,28 +29,127 @@ def write_video(
     audio: bool = True,
     video_codec: str = "libx264",
     audio_codec: str = "aac",
+    hold: int = 1,
+    layout: str = "stereo",
 ) -> Path:
-    """A `num_frames / fps` seconds video (and a tone of the same length) at `path`; the suffix picks the container."""
+    """A `num_frames / fps` seconds video (and a tone of the same length, in `layout`'s channels) at `path`; the
+    suffix picks the container. hold: frames each picture stays for (with the fastest preset: cheap to write at any
+    size)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream(video_codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if video_codec == "libx264":
-            video.options = {"crf": "8", "preset": "veryfast"}
-        tone = container.add_stream(audio_codec, rate=48000, layout="stereo") if audio else None
+            video.options = {"crf": "8", "preset": "veryfast"} if hold == 1 else {"crf": "30", "preset": "ultrafast"}
+        tone = container.add_stream(audio_codec, rate=48000, layout=layout) if audio else None
+        picture = None
         for index in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(gradient_frame(index, width, height), format="rgb24")
-            frame.pts = index
-            container.mux(video.encode(frame))
+            if index % hold == 0:
+                image = gradient_frame(index // hold * 40 if hold > 1 else index, width, height)
+                picture = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            picture.pts = index
+            container.mux(video.encode(picture))
         container.mux(video.encode())
         if tone is not None:
-            samples = round(48000 * num_frames / fps)
-            wave = (0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(samples) / 48000)).astype(np.float32)
-            for start in range(0, samples, 960):
-                chunk = np.ascontiguousarray(np.stack([wave[start : start + 960]] * 2))
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = 48000, start
-                container.mux(tone.encode(frame))
-            container.mux(tone.encode())
+            _mux_tone(container, tone, num_frames / fps)
+    return path
+
+
+def _mux_tone(container, stream, seconds: float) -> None:
+    """A sine tone in every channel of `stream`'s layout, written as interleaved samples and resampled to the
+    encoder's format (PyAV 18.1 cannot build planar frames of 8 channels: from_ndarray misreads them)."""
+    layout = stream.codec_context.layout
+    channels = len(layout.channels)
+    resampler = av.AudioResampler(
+        format=stream.codec_context.format.name, layout=layout.name, rate=48000, frame_size=stream.frame_size or 1024
+    )
+    samples = round(48000 * seconds)
+    wave = (0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(samples) / 48000)).astype(np.float32)
+    for start in range(0, samples, 960):
+        chunk = np.repeat(wave[start : start + 960, None], channels, axis=1).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="flt", layout=layout.name)
+        frame.sample_rate, frame.pts = 48000, start
+        for resampled in resampler.resample(frame):
+            container.mux(stream.encode(resampled))
+    for resampled in resampler.resample(None):
+        container.mux(stream.encode(resampled))
+    container.mux(stream.encode())
+
+
+def write_burst_video(path: Path, *, frames: int, per_second: int, width: int = 640, height: int = 360) -> Path:
+    """`frames` copies of one coded frame, `per_second` of them each second by their timestamps: a file of a few
+    kilobytes a frame that asks the decoder for thousands of frames a second."""
+    seed = path.with_name(f"{path.stem}_seed.mp4")
+    with av.open(str(seed), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "51", "g": "1"}
+        picture = av.VideoFrame.from_ndarray(gradient_frame(0, width, height), format="rgb24")
+        container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    time_base = Fraction(1, per_second)
+    with av.open(str(seed)) as source, av.open(str(path), "w") as container:
+        coded = next(packet for packet in source.demux(video=0) if packet.size)
+        stream = container.add_stream_from_template(source.streams.video[0])
+        for index in range(frames):
+            packet = av.Packet(bytes(coded))
+            packet.stream, packet.time_base, packet.pts, packet.dts = stream, time_base, index, index
+            packet.is_keyframe = True
+            container.mux(packet)
+    seed.unlink()
+    return path
+
+
+def understate_mp4_duration(path: Path, seconds: float = 1.0) -> Path:
+    """Patches an mp4's header to say it lasts `seconds` (the movie's mvhd, and each track's tkhd and mdhd), leaving
+    its frames and sound as they are: a header that under-declares the length."""
+    data = bytearray(path.read_bytes())
+    movie_scale = None
+
+    def boxes(start: int, end: int):
+        while start + 8 <= end:
+            size, kind = struct.unpack_from(">I4s", data, start)
+            header = 8
+            if size == 1:
+                size, header = struct.unpack_from(">Q", data, start + 8)[0], 16
+            elif size == 0:
+                size = end - start
+            yield kind, start + header, start + size
+            start += size
+
+    def scale_of(body: int) -> int:  # mvhd and mdhd: version, flags, two times, then the timescale
+        return struct.unpack_from(">I", data, body + (12 if data[body] == 0 else 20))[0]
+
+    def set_duration(body: int, offset: int, offset_64: int, scale: int) -> None:
+        if data[body] == 0:
+            struct.pack_into(">I", data, body + offset, round(seconds * scale))
+        else:
+            struct.pack_into(">Q", data, body + offset_64, round(seconds * scale))
+
+    def visit(start: int, end: int) -> None:
+        nonlocal movie_scale
+        for kind, body, stop in boxes(start, end):
+            if kind in (b"moov", b"trak", b"mdia"):
+                visit(body, stop)
+            elif kind == b"mvhd":
+                movie_scale = scale_of(body)
+                set_duration(body, 16, 24, movie_scale)
+            elif kind == b"tkhd":  # in the movie's timescale, after the track id and a reserved word
+                set_duration(body, 20, 28, movie_scale)
+            elif kind == b"mdhd":
+                set_duration(body, 16, 24, scale_of(body))
+
+    visit(0, len(data))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def understate_mkv_duration(path: Path, seconds: float = 1.0) -> Path:
+    """Patches a Matroska file's Segment Duration (element 0x4489, an 8-byte float in milliseconds as FFmpeg writes
+    it, at the default timecode scale) to say it lasts `seconds`."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x44\x89\x88")
+    struct.pack_into(">d", data, at + 3, seconds * 1000)
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -12,6 +12,7 @@ from gradio_client.exceptions import AppError
 
 from app.layout import EXAMPLE_FOLDER, build_demo
 from app.settings import AppSettings
+from app.uploads import UploadLedger
 from modeling_avis.tracks import decode_mask
 from training.evaluation import evaluate_predictions
 
@@ -108,7 +109,8 @@ def raw_analysis(url: str, video_path: str) -> dict:
 
 
 def test_analyses_run_through_a_queue_with_the_configured_limits(tmp_path):
-    demo = build_demo(AppSettings(concurrency_limit=2, queue_size=3, work_folder=tmp_path))
+    settings = AppSettings(concurrency_limit=2, queue_size=3, work_folder=tmp_path)
+    demo = build_demo(settings, UploadLedger(settings))
     analyse = next(fn for fn in demo.fns.values() if fn.api_name == "analyse")
     assert analyse.concurrency_limit == 2 and demo._queue.max_size == 3
 

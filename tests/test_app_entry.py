@@ -27,6 +27,11 @@ def test_every_setting_is_a_flag_or_a_variable_with_safe_defaults(monkeypatch, t
     assert (defaults.local_models, defaults.hub_models) == (None, ())  # a visitor gets the default model only
     assert (defaults.max_video_seconds, defaults.concurrency_limit, defaults.queue_size) == (60.0, 1, 16)
     assert (defaults.kept_results, defaults.result_seconds) == (8, 1800)
+    # uploads: 20 files and 1 GB per visitor in 10 min, kept 10 min, 4 GB in all; the visitor is the connection
+    assert (defaults.visitor_uploads, defaults.visitor_upload_bytes, defaults.upload_seconds) == (20, 10**9, 600)
+    assert (defaults.upload_total_bytes, defaults.proxy_hops) == (4 * 10**9, 0)
+    monkeypatch.setenv("AVIS_PROXY_HOPS", "1")
+    assert settings_from(parse_args([])).proxy_hops == 1
     monkeypatch.setenv("AVIS_HUB_MODELS", "owner/a, owner/b")
     monkeypatch.setenv("AVIS_LOCAL_MODELS", str(tmp_path))
     monkeypatch.setenv("AVIS_DEFAULT_MODEL", "owner/a")

@@ -2,10 +2,7 @@
 bounded memory; a cancelled analysis stops within seconds and the next one never runs beside it; after many
 runs, failures and cancels among them, the server keeps only its newest results and nothing partial."""
 
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +16,8 @@ from modeling_avis.outputs import PARTIAL
 
 from . import media_corpus
 from .app_media import stream_summary, write_video
-from .app_server import free_port
+from .app_server import app_process
 
-ROOT = Path(__file__).parents[1]
 EXAMPLE = EXAMPLE_FOLDER / "shapes_duet.mp4"
 KEPT_RESULTS = 4
 CAP_SECONDS = 30
@@ -29,35 +25,15 @@ CAP_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The app served by `python app.py` with its defaults but for a 30 s cap and 4 kept results; its cache, log
-    and process."""
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
+    """The app served by `python app.py` with its defaults but for a 30 s cap, 4 kept results, and room for the two
+    dozen uploads of this one visitor (gradio_client uploads the video again for each analysis)."""
     environment = {
-        **os.environ,
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_TEMP_DIR": str(root / "cache"),
-        "GRADIO_ANALYTICS_ENABLED": "False",
         "AVIS_MAX_SECONDS": str(CAP_SECONDS),
         "AVIS_KEPT_RESULTS": str(KEPT_RESULTS),
+        "AVIS_VISITOR_UPLOADS": "64",
     }
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(root / "downloads"))
-                break
-            except Exception:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"the server did not start: {(root / 'server.log').read_text()[-2000:]}")
-                time.sleep(1)
-        yield {"client": client, "process": psutil.Process(process.pid), "root": root, "log": root / "server.log"}
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
+    with app_process(tmp_path_factory.mktemp("server"), **environment) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -107,26 +83,26 @@ def analyses_in_the_log(log: Path) -> list[tuple[str, float, float]]:
 
 def test_a_short_video_with_an_hour_of_sound_is_cut_to_the_cap_in_both_streams_in_bounded_memory(server, tmp_path):
     video = media_corpus.hour_of_audio(tmp_path)
-    overlay, status, *_ = analyse(server["client"], video).result(timeout=300)
+    overlay, status, *_ = analyse(server.client, video).result(timeout=300)
     summary = stream_summary(Path(overlay))
     assert summary["video"]["duration"] <= CAP_SECONDS and summary["audio"]["duration"] <= CAP_SECONDS
     assert summary["audio"]["duration"] == pytest.approx(summary["video"]["duration"], abs=0.1)
     print(f"hour of sound: overlay {summary['video']['duration']:.2f} s video, {summary['audio']['duration']:.2f} s audio;"
-          f" server peak RSS {peak_rss_bytes(server['process']) / 1e9:.2f} GB")  # fmt: skip
-    assert peak_rss_bytes(server["process"]) < 1.5e9
+          f" server peak RSS {peak_rss_bytes(server.process) / 1e9:.2f} GB")  # fmt: skip
+    assert peak_rss_bytes(server.process) < 1.5e9
     assert "Model: avis-sounding-shapes (the default). A small AVISM trained on synthetic sounding shapes" in status
 
 
 def test_a_cancelled_analysis_stops_within_seconds_and_the_next_never_runs_beside_it(server, long_video):
-    client, process = server["client"], server["process"]
-    at = cancel_after_it_starts(analyse(client, long_video, fps=10), server["log"], long_video.name)
+    client, process = server.client, server.process
+    at = cancel_after_it_starts(analyse(client, long_video, fps=10), server.log, long_video.name)
     following = analyse(client, EXAMPLE)
     following.result(timeout=300)
     time.sleep(max(0.0, at + 5 - time.monotonic()))
     before = cpu_seconds(process)
     time.sleep(3)
     idle_cpu = cpu_seconds(process) - before
-    (first, _, first_end, outcome), (second, second_start, _, _) = analyses_in_the_log(server["log"])[-2:]
+    (first, _, first_end, outcome), (second, second_start, _, _) = analyses_in_the_log(server.log)[-2:]
     print(f"cancel: stopped {first_end - at:.2f} s after it, CPU {idle_cpu:.2f} s in 3 s from 5 s after it")
     assert idle_cpu < 0.5  # idle 5 s after the cancel
     assert (first, outcome, second) == ("long_job.mp4", "cancelled", "shapes_duet.mp4")
@@ -134,14 +110,14 @@ def test_a_cancelled_analysis_stops_within_seconds_and_the_next_never_runs_besid
 
 
 def test_after_many_runs_with_failures_and_cancels_only_the_newest_results_are_kept(server, long_video, tmp_path):
-    client = server["client"]
+    client = server.client
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     outcomes = []
     for run in range(20):
         kind = ("good", "good", "corrupt", "good", "refused model", "cancelled")[run % 6]
         if kind == "cancelled":
-            cancel_after_it_starts(analyse(client, long_video, fps=10), server["log"], long_video.name)
+            cancel_after_it_starts(analyse(client, long_video, fps=10), server.log, long_video.name)
         else:
             try:
                 analyse(
@@ -152,7 +128,7 @@ def test_after_many_runs_with_failures_and_cancels_only_the_newest_results_are_k
                 outcomes.append("done")
             except AppError:
                 outcomes.append("refused")
-    cache = server["root"] / "cache"
+    cache = server.cache
     runs = sorted((cache / "avis").iterdir())
     print(
         f"20 runs: {len(runs)} results kept (at most {KEPT_RESULTS}), {sum(len(list(run.iterdir())) for run in runs)} files"
