@@ -18,11 +18,11 @@ The frames meet the model in exactly the chunks the one-shot `AvisModel.forward`
 """
 
 import contextlib
+import itertools
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,9 @@ from .errors import AvisCheckpointError, AvisInputError
 from .heap import release_freed_memory
 from .loading import load_model, load_processor
 from .modeling_avis import AvisModel, AvisModelOutput
-from .processing_avis import AvisProcessor
-from .tracks import AvisVideoResult
+from .processing_avis import AvisProcessor, AvisVideoMetadata
+from .session_avis import AvisFrameBlocks, AvisInferenceSession, AvisOnlineSettings
+from .tracks import AvisStreamUpdate, AvisVideoResult
 from .video_io import ProgressFn
 
 # Frames per pass of the per-frame part on the CPU, for each thread. One frame costs no more compute than the original's
@@ -46,59 +47,8 @@ DEFAULT_MEMORY_BUDGET = 1 << 28
 # Mask features written to disk before the rest are computed again when read (twice: to score, then to draw): 1 GiB
 # is 68 more frames at 360p; a video of any length needs no more than that of temporary disk.
 DEFAULT_DISK_BUDGET = 1 << 30
-# Frames per block of `AvisFrameBlocks`: 16 frames of mask features at 360p are 250 MB, 64 frames of frame queries 6.5 MB.
-MASK_FEATURE_BLOCK_FRAMES, QUERY_BLOCK_FRAMES = 16, 64
-
-
-class AvisFrameBlocks:
-    """Per-frame tensors `(t, ...)` appended in frame order, copied into blocks of `block_frames` frames.
-
-    What the first pass keeps of each frame lives until the video's end. Kept as one small tensor per frame, these
-    land between the large temporaries of the next frames' encoding and cut the freed memory into holes that glibc's
-    malloc does not reuse: at 360p, with every frame's mask features spilled, the peak RSS reached 2.83 GB at 200
-    frames (growing ~15 MB a frame from the 120th); kept in a few large blocks, it stays at 1.49 GB from frame 80 on.
-    `capacity` bounds the frames held (None: no bound).
-    It reads as a frame sequence: `len(blocks)`, `blocks[start:stop]` (a view when inside one block).
-    """
-
-    def __init__(self, block_frames: int, capacity: int | None = None):
-        self.block_frames = block_frames
-        self.capacity = capacity
-        self._blocks: list[torch.Tensor] = []
-        self._frames = 0
-        self._filled = 0  # frames written to the last block
-
-    def __len__(self) -> int:
-        return self._frames
-
-    @property
-    def room(self) -> int | None:
-        """Frames it may still take (None: no bound)."""
-        return None if self.capacity is None else self.capacity - self._frames
-
-    def append(self, frames: torch.Tensor) -> None:
-        if self.room is not None and len(frames) > self.room:
-            raise ValueError(f"{len(frames)} frames do not fit in the {self.room} left")
-        written = 0
-        while written < len(frames):
-            if not self._blocks or self._filled == len(self._blocks[-1]):
-                size = self.block_frames if self.room is None else min(self.block_frames, self.room)
-                self._blocks.append(frames.new_empty(size, *frames.shape[1:]))
-                self._filled = 0
-            count = min(len(self._blocks[-1]) - self._filled, len(frames) - written)
-            self._blocks[-1][self._filled : self._filled + count] = frames[written : written + count]
-            self._filled, self._frames, written = self._filled + count, self._frames + count, written + count
-
-    def __getitem__(self, frames: slice) -> torch.Tensor:
-        start, stop, _ = frames.indices(len(self))
-        pieces, offset = [], 0
-        for block in self._blocks:
-            if start < offset + len(block) and stop > offset:
-                pieces.append(block[max(start - offset, 0) : stop - offset])
-            offset += len(block)
-        if not pieces:
-            return self._blocks[0][:0]
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+# Frames per block of `AvisFrameBlocks`: 16 frames of mask features at 360p are 250 MB.
+MASK_FEATURE_BLOCK_FRAMES = 16
 
 
 class AvisMaskFeatureStore:
@@ -234,26 +184,6 @@ class AvisMaskFeatureStore:
         return frames.to(self._device)
 
 
-@dataclass
-class AvisVideoEncoding:
-    """What the first pass keeps of a video (B = 1).
-
-    frame_queries (`(1, 1, T, fQ, C)`): the frame queries, as `AvisModel.clip_module` takes them.
-    audio_features (`(1, T, audio_feature_size)`): one audio feature per frame.
-    mask_features (`AvisMaskFeatureStore`): the clip-level mask features of the T frames.
-    padded_size (`(Hp, Wp)`): the size of the padded frames the model saw.
-    """
-
-    frame_queries: torch.Tensor
-    audio_features: torch.Tensor
-    mask_features: AvisMaskFeatureStore
-    padded_size: tuple[int, int]
-
-    @property
-    def num_frames(self) -> int:
-        return self.frame_queries.shape[2]
-
-
 def model_frame_chunks(
     chunks: Iterable[Mapping[str, torch.Tensor]], chunk_size: int
 ) -> Iterator[dict[str, torch.Tensor]]:
@@ -283,17 +213,18 @@ def _join(tensors: list[torch.Tensor]) -> torch.Tensor:
 def encode_video(
     model: AvisModel,
     chunks: Iterable[Mapping[str, torch.Tensor]],
-    mask_features: AvisMaskFeatureStore,
+    session: AvisInferenceSession,
     progress: Callable[[int], None] | None = None,
     frame_chunk_size: int | None = None,
     workers: "int | AvisEncodingWorkers" = 1,
-) -> AvisVideoEncoding:
-    """The first pass: every frame of a video through the per-frame part of `model` (in inference mode), in chunks.
+) -> AvisInferenceSession:
+    """The first pass: every frame of a video through the per-frame part of `model` (in inference mode), in chunks,
+    into an offline inference session (as `model(**chunk, inference_session=session)` keeps them, on several cores).
 
     chunks: the video's frames in order, in chunks of any sizes, each with `pixel_values` (t, 3, Hp, Wp) and
         `audio_features` (t, audio_feature_size) or `audio_log_mel` (t, 96, 64) (as `AvisProcessor.iter_chunks`
         gives them), on the model's device.
-    mask_features: an empty store that receives the clip-level mask features.
+    session: an empty offline session, whose store receives the clip-level mask features.
     progress: called with the number of frames encoded so far.
     frame_chunk_size: frames per pass (default: the config's); `AvisModel.forward` gives the same results when its
         config's `frame_chunk_size` is the same (and torch has as many threads).
@@ -318,17 +249,11 @@ def encode_video(
                 audio = model.encode_audio(chunk["audio_log_mel"])
             return chunk["pixel_values"].shape[-2:], audio, model.encode_frames(chunk["pixel_values"], audio)
 
-    frame_queries, audio_features = AvisFrameBlocks(QUERY_BLOCK_FRAMES), AvisFrameBlocks(QUERY_BLOCK_FRAMES)
-    padded_size = None
-
     def keep(encoded) -> None:
-        nonlocal padded_size
         padded_size, audio, encoding = encoded
-        frame_queries.append(encoding.frame_queries[0])  # (t, fQ, C): the last frame-decoder layer
-        audio_features.append(audio)
-        mask_features.append(encoding.mask_features)
+        session.add_frames(encoding.frame_queries[-1], audio, encoding.mask_features, padded_size)
         if progress is not None:
-            progress(len(mask_features))
+            progress(session.num_frames)
 
     with contextlib.ExitStack() as stack:
         if isinstance(workers, int):
@@ -337,14 +262,9 @@ def encode_video(
             encode, model_frame_chunks(chunks, frame_chunk_size or model.config.frame_chunk_size)
         ):
             keep(encoded)
-    if padded_size is None:
+    if not session.num_frames:
         raise ValueError("the video has no frames")
-    return AvisVideoEncoding(
-        frame_queries=frame_queries[:][None, None],
-        audio_features=audio_features[:][None],
-        mask_features=mask_features,
-        padded_size=tuple(padded_size),
-    )
+    return session
 
 
 class AvisEncodingWorkers:
@@ -496,17 +416,12 @@ def _on_device(
     return ({name: value.to(device) for name, value in chunk.items()} for chunk in chunks)
 
 
-def decode_video(model: AvisModel, encoding: AvisVideoEncoding) -> AvisModelOutput:
-    """The second pass: the clip module over all frame queries. The output reads as `AvisModel.forward`'s (batch
-    of one) for the post-processing, with the encoding's mask-feature store as the video's mask features; it leaves
-    out the frame queries and the clip module's other outputs (four (T, fQ, C) tensors: 245 MB at T=600), which
-    would otherwise stay in memory while a long video's masks are drawn."""
-    clip_output = model.clip_module(encoding.frame_queries, encoding.audio_features)
-    return AvisModelOutput(
-        class_logits=clip_output.class_logits[-1, -1],
-        mask_embeddings=clip_output.mask_embeddings[-1, -1],
-        mask_features=[encoding.mask_features],
-    )
+def decode_video(model: AvisModel, session: AvisInferenceSession) -> AvisModelOutput:
+    """The second pass: the clip module over all frame queries of an offline session whose frames are all in. The
+    output reads as `AvisModel.forward`'s (batch of one) for the post-processing, with the session's mask-feature
+    store as the video's mask features; it leaves out the frame queries and the clip module's other outputs (four
+    (T, fQ, C) tensors: 245 MB at T=600), which would otherwise stay in memory while a long video's masks are drawn."""
+    return model(inference_session=session, end_of_video=True).outputs[0]
 
 
 class AvisVideoSegmenter:
@@ -653,14 +568,77 @@ class AvisVideoSegmenter:
             _torch_threads(self.cpu_threads) if on_cpu else contextlib.nullcontext(),
         ):
             with autocast():
-                encoding = encode_video(self.model, inputs, store, progress, self.frame_chunk_size, pool)
+                session = AvisInferenceSession("offline", store)
+                encode_video(self.model, inputs, session, progress, self.frame_chunk_size, pool)
                 if replay is not None:
-                    replay.num_frames = encoding.num_frames
+                    replay.num_frames = session.num_frames
                 release_freed_memory()
-                outputs = decode_video(self.model, encoding)
-                del encoding  # its frame queries go once the clip module has read them
+                outputs = decode_video(self.model, session)
             release_freed_memory()
             yield outputs
+
+    def stream(
+        self,
+        video: str | Path,
+        fps: float | str | None = None,
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+        online: AvisOnlineSettings | None = None,
+        audio_features: str | Path | np.ndarray | None = None,
+        mute_audio: bool = False,
+        max_duration: float | None = None,
+    ) -> Iterator[AvisStreamUpdate]:
+        """The online mode over a video (a media file or an AVISeg frame folder), read frame by frame: an
+        `AvisStreamUpdate` as soon as each window is answered (see `stream_chunks`; the arguments as `__call__`'s).
+        """
+        hears = self.model.audio_encoder is not None
+        chunks = self.processor.iter_chunks(
+            video, 1, audio_features=audio_features, fps=fps,
+            audio_input="audio_log_mel" if hears else "audio_features", mute_audio=mute_audio,
+            max_duration=max_duration,
+        )  # fmt: skip
+        return self.stream_chunks(chunks, chunks.metadata(), score_threshold, max_instances, online)
+
+    def stream_chunks(
+        self,
+        chunks: Iterable[Mapping[str, torch.Tensor]],
+        metadata: AvisVideoMetadata,
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+        online: AvisOnlineSettings | None = None,
+    ) -> Iterator[AvisStreamUpdate]:
+        """The online mode (`session_avis`) over model inputs that arrive chunk by chunk (a file's `iter_chunks`, a
+        live source's): each frame is encoded as it comes, on all of this segmenter's threads, and each window it
+        completes is answered before the next frame is read. `metadata` is the video's (its timestamps grow as the
+        chunks are read). Memory does not grow with the stream: only the window's frames and the alive tracks are
+        kept."""
+        session = self.processor.init_video_session("online", online=online)
+        device = next(self.model.parameters()).device
+        id2label = self.model.config.id2label
+        for chunk in itertools.chain(chunks, [None]):
+            with self._running():
+                if chunk is None:
+                    outputs = self.model(inference_session=session, end_of_video=True)
+                else:
+                    outputs = self.model(**{name: value.to(device) for name, value in chunk.items()},
+                                         inference_session=session)  # fmt: skip
+                updates = self.processor.post_process_online_windows(
+                    outputs, session, metadata, id2label, score_threshold, max_instances
+                )
+            yield from updates
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Inference mode, this segmenter's threads on the CPU and its precision."""
+        device = next(self.model.parameters()).device
+        with (
+            torch.inference_mode(),
+            _torch_threads(self.cpu_threads) if device.type == "cpu" else contextlib.nullcontext(),
+            torch.autocast(device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext(),
+        ):
+            yield
 
 
 class _ReadProgress:
@@ -699,7 +677,6 @@ __all__ = [
     "AvisMaskFeatureReplay",
     "CPU_FRAME_CHUNK",
     "AvisMaskFeatureStore",
-    "AvisVideoEncoding",
     "AvisVideoSegmenter",
     "decode_video",
     "encode_video",

@@ -102,6 +102,22 @@ class AvisModelOutput(ModelOutput):
 
 
 @dataclass
+class AvisSessionOutput(ModelOutput):
+    """
+    What the model answers for the frames an inference session has (see `session_avis`): one output per window the
+    new frames complete (none while a window waits for its frames; in the offline mode one, at the end, over the
+    whole video).
+
+    windows (`list` of `AvisWindow`): the frames of each window, and those it finalises.
+    outputs (`list` of `AvisModelOutput`): each window's clip-level predictions (batch of one), with the mask
+        features of its frames.
+    """
+
+    windows: list | None = None
+    outputs: list[AvisModelOutput] | None = None
+
+
+@dataclass
 class AvisInstanceSegmentationOutput(AvisModelOutput):
     """AvisModelOutput plus `loss` (the weighted sum) and `loss_dict` (every weighted term) when labels are given."""
 
@@ -819,12 +835,14 @@ class AvisModel(AvisPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
         audio_log_mel: torch.Tensor | None = None,
         output_auxiliary_logits: bool | None = None,
         output_hidden_states: bool = False,
-    ) -> AvisModelOutput:
+        inference_session=None,
+        end_of_video: bool = False,
+    ) -> AvisModelOutput | AvisSessionOutput:
         r"""
         pixel_values (`(B, T, 3, H, W)`): normalised frames, zero-padded (as the processor pads them).
         audio_features (`(B, T, audio_feature_size)`): one audio embedding per frame (VGGish: 128-d).
@@ -835,7 +853,13 @@ class AvisModel(AvisPreTrainedModel):
             needs; default: `config.output_auxiliary_logits`). Inference needs only the last layers'.
         output_hidden_states (`bool`): also return the clip module's window-encoder outputs (`AvisClipOutput`'s
             `encoded_frame_queries` and `audio_visual_features`).
+        inference_session (`AvisInferenceSession`, *optional*): the frames given (`(T, 3, H, W)` and their audio,
+            unbatched, as `AvisProcessor.iter_chunks` gives them; or none) are the video's next ones: they are
+            encoded and kept in the session, and the output is an `AvisSessionOutput` for the windows they complete.
+        end_of_video (`bool`): with a session, the video has no more frames: its last window is answered.
         """
+        if inference_session is not None:
+            return self.forward_in_session(inference_session, pixel_values, audio_features, audio_log_mel, end_of_video)
         if (audio_features is None) == (audio_log_mel is None):
             raise ValueError("give exactly one of audio_features and audio_log_mel")
         if audio_features is None:
@@ -864,6 +888,45 @@ class AvisModel(AvisPreTrainedModel):
             frame_queries=frame_queries[-1],
             frame_decoder_output=frame_output,
             clip_output=clip_output,
+        )
+
+
+    @torch.inference_mode()
+    def forward_in_session(
+        self,
+        session,
+        pixel_values: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_log_mel: torch.Tensor | None = None,
+        end_of_video: bool = False,
+    ) -> AvisSessionOutput:
+        """`forward` with an inference session: encodes the new frames into it, then answers each window they
+        complete (see `session_avis`)."""
+        if pixel_values is not None:
+            if (audio_features is None) == (audio_log_mel is None):
+                raise ValueError("give exactly one of audio_features and audio_log_mel")
+            if audio_features is None:
+                audio_features = self.encode_audio(audio_log_mel)
+            encoding = self.encode_frames(pixel_values, audio_features)
+            session.add_frames(
+                encoding.frame_queries[-1], audio_features, encoding.mask_features, pixel_values.shape[-2:]
+            )
+        windows, outputs = [], []
+        for window in session.due_windows(end_of_video):
+            windows.append(window)
+            outputs.append(self.answer_window(session, window))
+        return AvisSessionOutput(windows=windows, outputs=outputs)
+
+    def answer_window(self, session, window) -> AvisModelOutput:
+        """The clip module over a window's frames, as `forward`'s output on them (batch of one); its mask features
+        are the session's store in the offline mode (the whole video), a copy of the window's frames online."""
+        frame_queries, audio_features = session.clip_inputs(window)
+        clip_output = self.clip_module(frame_queries, audio_features)
+        online = session.mode == "online"
+        return AvisModelOutput(
+            class_logits=clip_output.class_logits[-1, -1],
+            mask_embeddings=clip_output.mask_embeddings[-1, -1],
+            mask_features=[session.mask_features[window.start : window.end] if online else session.mask_features],
         )
 
 

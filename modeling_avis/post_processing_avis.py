@@ -41,6 +41,15 @@ class AvisVideoInstances:
     topk_indices: torch.Tensor
     mask_embeddings: torch.Tensor
 
+    def best_per_query(self) -> "AvisVideoInstances":
+        """The instances of each clip query's best class only, in their order (one object, one instance)."""
+        seen, keep = set(), []
+        for index, query in enumerate(self.query_indices.tolist()):
+            if query not in seen:
+                seen.add(query)
+                keep.append(index)
+        return self.select(torch.tensor(keep, dtype=torch.long, device=self.scores.device))
+
     def select(self, index: torch.Tensor | slice) -> "AvisVideoInstances":
         """The instances at `index` (indices or a slice), in that order."""
         return AvisVideoInstances(

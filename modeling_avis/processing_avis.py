@@ -35,7 +35,8 @@ from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
 from .input_files import read_npy
 from .post_processing_avis import AvisVideoInstances, instance_mask_chunks, score_instances
-from .tracks import AvisMaskStore, AvisTrack, AvisTrackMasks, AvisVideoResult
+from .session_avis import AvisInferenceSession, AvisOnlineSettings
+from .tracks import AvisMaskStore, AvisStreamTrack, AvisStreamUpdate, AvisTrack, AvisTrackMasks, AvisVideoResult
 from .video_io import (
     TIME_TOLERANCE,
     AudioReader,
@@ -248,6 +249,74 @@ class AvisProcessor(ProcessorMixin):
                 )  # fmt: skip
                 results.append(video_result(instances, masks, metadata, id2label))
         return results
+
+    def init_video_session(
+        self, mode: str = "online", mask_features=None, online: AvisOnlineSettings | None = None
+    ) -> AvisInferenceSession:
+        """A new inference session for one video (see `session_avis`): "online" (causal windows, `online` its
+        settings) or "offline" (AVISM as published; `mask_features` the store of its frames' mask features)."""
+        return AvisInferenceSession(mode, mask_features, online or AvisOnlineSettings())
+
+    def post_process_online_windows(
+        self,
+        outputs,
+        session: AvisInferenceSession,
+        metadata: AvisVideoMetadata,
+        id2label: Mapping[int, str] | None = None,
+        threshold: float | None = None,
+        max_instances: int | None = None,
+    ) -> list[AvisStreamUpdate]:
+        """The online mode's answer for each window of `outputs` (an `AvisSessionOutput`): its instances linked to
+        the session's tracks (`AvisOnlineTracks.link`) and their masks in the frames it finalises, at the source's
+        size. Always in float32, under any autocast.
+
+        Each window is scored as a video of its own frames (`score_instances`), one instance per clip query: those
+        above `threshold` (default: the processor's `score_threshold`) start tracks, at most `max_instances` at
+        once; tracks go on above the session's `keep_threshold` (or `threshold`, where lower).
+        metadata: the video's (its timestamps known up to the frames of these windows).
+        """
+        threshold = self.score_threshold if threshold is None else threshold
+        keep_threshold = min(session.online.keep_threshold, threshold)
+        updates = []
+        for window, output in zip(outputs.windows, outputs.outputs):
+            mask_features = output.mask_features[0]
+            with torch.autocast(mask_features.device.type, enabled=False):
+                instances = score_instances(
+                    output.class_logits[0].float(), output.mask_embeddings[0].float(), mask_features,
+                    metadata.image_size, self.num_detections, keep_threshold, self.mask_chunk_size,
+                ).best_per_query()  # fmt: skip
+                links = session.tracks.link(
+                    instances,
+                    mask_features,
+                    window.emit_start - window.start,
+                    threshold,
+                    session.online,
+                    max_instances,
+                )
+                tracks = [track for track, _ in links]
+                finalised = mask_features[window.emit_start - window.start :]
+                masks = instance_mask_chunks(
+                    instances.select(torch.tensor([index for _, index in links], dtype=torch.long)),
+                    finalised, metadata.image_size, metadata.original_size, self.mask_chunk_size,
+                )  # fmt: skip
+                masks = torch.cat(list(masks), dim=1).cpu().numpy() if tracks else None
+            updates.append(
+                AvisStreamUpdate(
+                    frames=list(window.emitted),
+                    timestamps=[float(metadata.timestamps[frame]) for frame in window.emitted],
+                    tracks=[
+                        AvisStreamTrack(
+                            track.track_id,
+                            track.label,
+                            id2label[track.label] if id2label is not None else str(track.label),
+                            track.score,
+                            masks[row],
+                        )
+                        for row, track in enumerate(tracks)
+                    ],  # fmt: skip
+                )
+            )
+        return updates
 
     def _video_file(self, path, fps, max_frames, max_duration, audio_features, audio_input):
         info = probe_video(path)

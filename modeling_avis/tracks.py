@@ -18,6 +18,8 @@ from pycocotools import mask as mask_utils
 AREA_BATCH = 255
 # RLE bytes an AvisMaskStore keeps in memory before it moves them to a temporary file: at 360p, 1-5 KB a mask.
 MASK_STORE_MEMORY = 16 << 20
+# The span length of a frame a track is not in (the online mode's tracks start and end within a video).
+NOT_IN_FRAME = -1
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -129,7 +131,8 @@ class AvisMaskStore:
 
 class AvisTrackMasks(Sequence):
     """One track's masks as a sequence of compressed RLEs, one per sampled frame, read from its video's
-    `AvisMaskStore` when asked for. It compares equal to a list of the same RLEs and pickles as one."""
+    `AvisMaskStore` when asked for (None for a frame the track is not in: `NOT_IN_FRAME`). It compares equal to a
+    list of the same RLEs and pickles as one."""
 
     def __init__(self, store: AvisMaskStore, spans: np.ndarray):
         self.store = store
@@ -142,7 +145,7 @@ class AvisTrackMasks(Sequence):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         offset, length = self.spans[index]
-        return self.store.read(int(offset), int(length))
+        return None if length == NOT_IN_FRAME else self.store.read(int(offset), int(length))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
@@ -158,24 +161,34 @@ class AvisTrack:
     track_id: 1-based, in order of descending score.
     label / label_name: 0-based AVISeg class id and its name.
     score: the clip-level score (class probability x mask score).
-    segmentations: one compressed RLE per sampled frame, at the video's original size (empty masks included): a
-        list, or the model's `AvisTrackMasks`.
-    query_index: the clip query it comes from (None for a track not made by the model).
+    segmentations: one compressed RLE per sampled frame, at the video's original size (empty masks included), or
+        None where the track is not (the online mode's tracks start and end within the video): a list, or the
+        model's `AvisTrackMasks`.
+    query_index: the clip query it comes from (None for a track not made by one query).
     """
 
     track_id: int
     label: int
     label_name: str
     score: float
-    segmentations: Sequence[dict]
+    segmentations: Sequence[dict | None]
     query_index: int | None = None
 
     def mask(self, frame_index: int) -> np.ndarray:
-        return decode_mask(self.segmentations[frame_index])
+        """The (H, W) bool mask in a sampled frame (empty where the track is not)."""
+        rle = self.segmentations[frame_index]
+        if rle is None:
+            size = next(rle["size"] for rle in self.segmentations if rle is not None)
+            return np.zeros(size, dtype=bool)
+        return decode_mask(rle)
 
     def areas(self) -> np.ndarray:
-        """Pixels of the mask in each sampled frame, (T,) int64."""
-        return mask_areas(list(self.segmentations))
+        """Pixels of the mask in each sampled frame, (T,) int64 (0 where the track is not)."""
+        rles = list(self.segmentations)
+        present = [index for index, rle in enumerate(rles) if rle is not None]
+        areas = np.zeros(len(rles), dtype=np.int64)
+        areas[present] = mask_areas([rles[index] for index in present])
+        return areas
 
 
 @dataclass
@@ -201,12 +214,87 @@ class AvisVideoResult:
         return len(self.timestamps)
 
 
+@dataclass
+class AvisStreamTrack:
+    """A track's masks in the frames one window of the online mode finalised.
+
+    track_id, label, label_name, score: the track's, as known so far (its class and score are its windows' vote
+        and mean, so they may change as the stream goes on).
+    masks: (t, H, W) bool, one per finalised frame, at the video's original size.
+    """
+
+    track_id: int
+    label: int
+    label_name: str
+    score: float
+    masks: np.ndarray
+
+
+@dataclass
+class AvisStreamUpdate:
+    """What one window of the online mode finalised: its newest sampled frames (their indices in the video and
+    times in seconds) and the tracks in them, each with its masks there. A frame is finalised once and never
+    changed."""
+
+    frames: list[int]
+    timestamps: list[float]
+    tracks: list[AvisStreamTrack]
+
+
+class AvisStreamRecorder:
+    """The updates of a stream, put together as an `AvisVideoResult` (for a results JSON, the metrics, an overlay):
+    each mask goes to RLE in an `AvisMaskStore` as it comes. A track is None (`NOT_IN_FRAME`) in the frames it is not
+    in; its class and score are its last update's."""
+
+    def __init__(self, height: int, width: int):
+        self.store = AvisMaskStore(height, width)
+        self.timestamps: list[float] = []
+        self._spans: dict[int, list[tuple[int, int]]] = {}  # per track, one span per frame
+        self._tracks: dict[int, AvisStreamTrack] = {}
+
+    def add(self, update: AvisStreamUpdate) -> None:
+        if update.frames and update.frames[0] != len(self.timestamps):
+            raise ValueError(f"frame {update.frames[0]} comes after {len(self.timestamps)} frames")
+        self.timestamps.extend(update.timestamps)
+        for track in update.tracks:
+            spans = self._spans.setdefault(track.track_id, [])
+            spans.extend([(0, NOT_IN_FRAME)] * (update.frames[0] - len(spans)))
+            spans.extend(self.store.append(mask) for mask in track.masks)
+            self._tracks[track.track_id] = track
+
+    def result(
+        self, has_audio: bool = True, fps: float | None = None, notes: list[str] | None = None
+    ) -> AvisVideoResult:
+        frames = len(self.timestamps)
+        tracks = []
+        for track_id, spans in self._spans.items():
+            padded = np.array(spans + [(0, NOT_IN_FRAME)] * (frames - len(spans)), dtype=np.int64).reshape(-1, 2)
+            last = self._tracks[track_id]
+            tracks.append(
+                AvisTrack(track_id, last.label, last.label_name, last.score, AvisTrackMasks(self.store, padded))
+            )
+        height, width = self.store.size
+        return AvisVideoResult(
+            tracks=tracks,
+            timestamps=np.asarray(self.timestamps, dtype=np.float64),
+            height=height,
+            width=width,
+            has_audio=has_audio,
+            fps=fps,
+            notes=list(notes or []),
+        )
+
+
 def _as_bytes(rle: dict) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
 __all__ = [
+    "NOT_IN_FRAME",
     "AvisMaskStore",
+    "AvisStreamRecorder",
+    "AvisStreamTrack",
+    "AvisStreamUpdate",
     "AvisTrack",
     "AvisTrackMasks",
     "AvisVideoResult",

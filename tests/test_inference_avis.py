@@ -12,7 +12,6 @@ from modeling_avis import AvisForAudioVisualInstanceSegmentation, AvisModel, Avi
 from modeling_avis.errors import AvisCheckpointError
 from modeling_avis.inference_avis import (
     AvisEncodingWorkers,
-    AvisFrameBlocks,
     AvisMaskFeatureStore,
     AvisVideoSegmenter,
     decode_video,
@@ -20,6 +19,7 @@ from modeling_avis.inference_avis import (
     model_frame_chunks,
 )
 from modeling_avis.processing_avis import AvisVideoMetadata
+from modeling_avis.session_avis import AvisFrameBlocks, AvisInferenceSession
 
 from .conftest import TINY_VGGISH, converted_model, original_io_cases, tiny_config
 from .fixture_data import MEDIA, ORIGINAL
@@ -81,8 +81,8 @@ def test_streaming_gives_the_one_shot_results_on_every_fixture_case(name, io_fil
         frame_bytes = config.mask_feature_size * (pixel_values.shape[-2] // 4) * (pixel_values.shape[-1] // 4) * 4
         memory_budget = 1 << 40 if budget is None else int(budget * frame_bytes)
         with AvisMaskFeatureStore(memory_budget) as store:
-            encoding = encode_video(model, chunks, store, workers=workers)
-            (streamed,) = processor.post_process_video_instance_segmentation(decode_video(model, encoding), [metadata])
+            session = encode_video(model, chunks, AvisInferenceSession("offline", store), workers=workers)
+            (streamed,) = processor.post_process_video_instance_segmentation(decode_video(model, session), [metadata])
             assert store.spilled_frames == (0 if budget is None else len(images) - int(budget))
     assert streamed.num_frames == len(images)
     same_tracks(streamed, expected)

@@ -1,0 +1,1 @@
+../../modeling_avis/session_avis.py

@@ -1,0 +1,1 @@
+../../modeling_avis/tracking_avis.py
