@@ -859,7 +859,9 @@ class AvisModel(AvisPreTrainedModel):
         end_of_video (`bool`): with a session, the video has no more frames: its last window is answered.
         """
         if inference_session is not None:
-            return self.forward_in_session(inference_session, pixel_values, audio_features, audio_log_mel, end_of_video)
+            return self.forward_in_session(
+                inference_session, pixel_values, audio_features, audio_log_mel, end_of_video
+            )
         if (audio_features is None) == (audio_log_mel is None):
             raise ValueError("give exactly one of audio_features and audio_log_mel")
         if audio_features is None:
@@ -889,7 +891,6 @@ class AvisModel(AvisPreTrainedModel):
             frame_decoder_output=frame_output,
             clip_output=clip_output,
         )
-
 
     @torch.inference_mode()
     def forward_in_session(
