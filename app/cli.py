@@ -6,6 +6,8 @@ import os
 
 import gradio as gr
 
+from modeling_avis.runtime import configure_runtime
+
 from .layout import build_demo
 from .settings import AppSettings, add_arguments, settings_from
 from .uploads import UploadLedger, served_with_bounds
@@ -48,4 +50,5 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger("app").addHandler(handler)
     logging.getLogger("app").setLevel(logging.INFO)
+    configure_runtime()
     serve(settings_from(args), server_name=args.host, server_port=args.port)

@@ -156,18 +156,17 @@ def child(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
     from transformers.utils import logging as transformers_logging
 
-    from modeling_avis.__main__ import DTYPES, reuse_freed_memory
+    from modeling_avis.__main__ import DTYPES
     from modeling_avis.inference_avis import AvisVideoSegmenter
     from modeling_avis.results import write_results_json
+    from modeling_avis.runtime import configure_runtime
     from modeling_avis.video_io import probe_video
     from modeling_avis.visualization import render_overlay
 
     transformers_logging.disable_progress_bar()
-    reuse_freed_memory()
+    configure_runtime(args.threads)
     disk_budget = None if args.disk_budget == "none" else int(float(args.disk_budget) * 2**30)
-    segmenter = AvisVideoSegmenter.from_pretrained(
-        args.model, "cpu", DTYPES[args.dtype], cpu_threads=args.threads, disk_budget=disk_budget
-    )
+    segmenter = AvisVideoSegmenter.from_pretrained(args.model, "cpu", DTYPES[args.dtype], disk_budget=disk_budget)
     out = Path(args.out)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()

@@ -32,10 +32,10 @@ from .entry_point import (
     score_threshold,
 )
 from .errors import AvisError, AvisInputError, AvisUsageError, printable
-from .heap import reuse_freed_memory
 from .inference_avis import DEFAULT_DISK_BUDGET, AvisVideoSegmenter
 from .outputs import check_folder_to_write_in, check_output_file, check_outputs_apart, write_text_atomically
 from .results import track_summary, write_results_json
+from .runtime import configure_runtime
 from .tracks import AvisVideoResult
 from .video_io import AvisegVideoFiles, is_frame_folder, probe_video
 from .visualization import render_overlay
@@ -111,12 +111,11 @@ def predict(args: argparse.Namespace) -> int:
     folder_mode = args.video.is_dir() and not is_frame_folder(args.video)
     model = args.model or default_model()
     _check_outputs(args, videos, folder_mode, model)
-    reuse_freed_memory()
+    configure_runtime(args.threads)
     segmenter = AvisVideoSegmenter.from_pretrained(
         model,
         args.device,
         DTYPES[args.dtype],
-        cpu_threads=args.threads,
         disk_budget=int(args.disk_budget * 2**30),
     )
     if folder_mode and args.out is not None:

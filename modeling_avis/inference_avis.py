@@ -32,7 +32,7 @@ from .errors import AvisCheckpointError, AvisInputError
 from .heap import release_freed_memory
 from .loading import load_model, load_processor
 from .modeling_avis import AvisModel, AvisModelOutput
-from .processing_avis import AvisProcessor, AvisVideoMetadata
+from .processing_avis import AvisLiveChunks, AvisProcessor, AvisVideoChunks
 from .session_avis import AvisFrameBlocks, AvisInferenceSession, AvisOnlineSettings
 from .tracks import AvisStreamUpdate, AvisVideoResult
 from .video_io import ProgressFn
@@ -597,21 +597,19 @@ class AvisVideoSegmenter:
             audio_input="audio_log_mel" if hears else "audio_features", mute_audio=mute_audio,
             max_duration=max_duration,
         )  # fmt: skip
-        return self.stream_chunks(chunks, chunks.metadata(), score_threshold, max_instances, online)
+        return self.stream_chunks(chunks, score_threshold, max_instances, online)
 
     def stream_chunks(
         self,
-        chunks: Iterable[Mapping[str, torch.Tensor]],
-        metadata: AvisVideoMetadata,
+        chunks: "AvisVideoChunks | AvisLiveChunks",
         score_threshold: float | None = None,
         max_instances: int | None = None,
         online: AvisOnlineSettings | None = None,
     ) -> Iterator[AvisStreamUpdate]:
         """The online mode (`session_avis`) over model inputs that arrive chunk by chunk (a file's `iter_chunks`, a
-        live source's): each frame is encoded as it comes, on all of this segmenter's threads, and each window it
-        completes is answered before the next frame is read. `metadata` is the video's (its timestamps grow as the
-        chunks are read). Memory does not grow with the stream: only the window's frames and the alive tracks are
-        kept."""
+        live source's `AvisLiveChunks`; any iterable of chunks with a `metadata()`): each frame is encoded as it
+        comes, on all of this segmenter's threads, and each window it completes is answered before the next frame
+        is read. Memory does not grow with the stream: only the window's frames and the alive tracks are kept."""
         session = self.processor.init_video_session("online", online=online)
         device = next(self.model.parameters()).device
         id2label = self.model.config.id2label
@@ -623,7 +621,7 @@ class AvisVideoSegmenter:
                     outputs = self.model(**{name: value.to(device) for name, value in chunk.items()},
                                          inference_session=session)  # fmt: skip
                 updates = self.processor.post_process_online_windows(
-                    outputs, session, metadata, id2label, score_threshold, max_instances
+                    outputs, session, chunks.metadata(), id2label, score_threshold, max_instances
                 )
             yield from updates
 

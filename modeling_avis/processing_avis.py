@@ -23,8 +23,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
+from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -41,6 +43,9 @@ from .video_io import (
     TIME_TOLERANCE,
     AudioReader,
     AvisegVideoFiles,
+    LiveMedia,
+    MonoAudioBuffer,
+    frame_to_rgb,
     probe_video,
     read_frame_folder,
     read_frames,
@@ -518,6 +523,171 @@ class AvisVideoChunks:
         return self._metadata
 
 
+class AvisLiveInputs:
+    r"""
+    A live source's model inputs, one sampled frame at a time, made as its frames and its sound arrive: frames and
+    audio frames are added (`add_video_frame`, `add_audio_frame`) in any interleaving, and `ready()` gives each
+    sampled frame's inputs (a chunk as `iter_chunks` gives them) once the sound its audio example needs is in (the
+    second after it), or once the sound has ended. The frames are sampled as a file's (the frame on screen at each
+    time k / fps, see `video_io`), on the clock of the first video frame. Only the frames and sound that are still
+    to be given are held.
+
+    processor: the model's processor; fps: sampling rate; has_audio: whether sound will come (False, or
+    `mute_audio`: silence for every frame); max_duration: frames from this many seconds on are left out (`ended`
+    then turns True and a note says so).
+    """
+
+    def __init__(
+        self,
+        processor: "AvisProcessor",
+        fps: float | None = None,
+        has_audio: bool = True,
+        mute_audio: bool = False,
+        max_duration: float | None = None,
+    ):
+        self.processor = processor
+        self.fps = processor.fps if fps is None else fps
+        self.max_duration = max_duration
+        self.hears = has_audio and not mute_audio
+        extractor = processor.feature_extractor
+        self._audio = MonoAudioBuffer(extractor.sampling_rate, 0.0, 0.0) if self.hears else None
+        self._audio_ended = not self.hears
+        self._start: float | None = None  # the source time of the first video frame
+        self._size: tuple[int, int] | None = None  # (width, height) of the first frame, before rotation
+        self._on_screen = None  # (source time, frame) of the latest frame
+        self._sampled: list[tuple[float, np.ndarray]] = []  # sampled frames waiting for their sound
+        self._next_sample = 0
+        self._metadata: AvisVideoMetadata | None = None
+        self.ended = False
+        self.notes: list[str] = []
+        if not has_audio:
+            self.notes.append("the source has no audio track: every frame was given silence")
+
+    def metadata(self) -> AvisVideoMetadata | None:
+        """The stream's metadata once its first frame is in (its timestamps grow as frames are given)."""
+        return self._metadata
+
+    def add_video_frame(self, frame: "av.VideoFrame | np.ndarray", time: float | None = None) -> None:
+        """A decoded frame (or an (H, W, 3) uint8 RGB image) shown from `time` seconds (default: its own time)."""
+        if self.ended:
+            return
+        time = frame.time if time is None else time
+        if time is None:
+            return
+        if self._start is None:
+            self._start = time
+            image = self._rgb(frame)
+            self._size = (
+                (image.shape[1], image.shape[0]) if isinstance(frame, np.ndarray) else (frame.width, frame.height)
+            )
+            self._start_metadata(image.shape[:2])
+        time -= self._start
+        self._sample_until(time)
+        self._on_screen = (time, frame)
+
+    def add_audio_frame(self, frame: "av.AudioFrame | None") -> None:
+        """A decoded audio frame (its time on the source's clock); None: the sound has ended."""
+        if self._audio is None or self._audio_ended:
+            return
+        self._audio.add(frame)
+        self._audio_ended = frame is None
+
+    def end(self) -> None:
+        """The source has ended: its last frame is sampled up to where it was shown, and the sound is complete."""
+        if self._on_screen is not None and not self.ended:
+            time, frame = self._on_screen
+            duration = float(frame.duration * frame.time_base) if getattr(frame, "duration", None) else 0.0
+            self._sample_until(time + max(duration, TIME_TOLERANCE * 2))
+        self.add_audio_frame(None)
+        self.ended = True
+
+    def ready(self) -> list[dict[str, torch.Tensor]]:
+        """The inputs of every sampled frame whose sound is in, in order, each a chunk of one frame."""
+        chunks = []
+        extractor = self.processor.feature_extractor
+        needed = extractor.example_length / extractor.sampling_rate
+        while self._sampled:
+            time, image = self._sampled[0]
+            if self._audio is not None and not self._audio_ended and self._audio.end - self._start < time + needed:
+                break
+            self._sampled.pop(0)
+            self._metadata.timestamps.append(time)
+            frames = self.processor.image_processor([image])
+            if self._audio is None:
+                audio = extractor.silence(1)
+            else:
+                track = self._audio.track()
+                audio = extractor(
+                    track.samples, [time], extractor.sampling_rate, track.start - self._start, track.first
+                )["audio_log_mel"]
+                self._audio.forget_before(self._start + time)
+            chunks.append({"pixel_values": frames["pixel_values"], "audio_log_mel": audio})
+        return chunks
+
+    def _sample_until(self, time: float) -> None:
+        """Samples the frame on screen at each sampling time before `time` (a new frame shows from `time`)."""
+        while self._on_screen is not None and self._next_sample / self.fps < time - TIME_TOLERANCE:
+            sample_time = self._next_sample / self.fps
+            if self.max_duration is not None and sample_time >= self.max_duration - TIME_TOLERANCE:
+                self.notes.append(_cut_note(self.max_duration))
+                self.ended = True
+                self._on_screen = None
+                return
+            self._sampled.append((sample_time, self._rgb(self._on_screen[1])))
+            self._next_sample += 1
+
+    def _rgb(self, frame) -> np.ndarray:
+        if isinstance(frame, np.ndarray):
+            if self._size is not None and (frame.shape[1], frame.shape[0]) != self._size:
+                frame = np.asarray(Image.fromarray(frame).resize(self._size, Image.BILINEAR))
+            return frame
+        return frame_to_rgb(frame, self._size)
+
+    def _start_metadata(self, original_size: tuple[int, int]) -> None:
+        image_processor = self.processor.image_processor
+        image_size = image_processor.output_size(*original_size)
+        self._metadata = AvisVideoMetadata(
+            timestamps=[],
+            original_size=tuple(int(side) for side in original_size),
+            image_size=image_size,
+            padded_size=image_processor.padded_size(*image_size),
+            has_audio=self.hears,
+            fps=None,
+            notes=self.notes,
+        )
+
+
+class AvisLiveChunks:
+    """A live source's model inputs, one sampled frame at a time, read as the source gives its frames (see
+    `AvisLiveInputs`, `video_io.LiveMedia`): iterable once (a pipe cannot be read again); `metadata()` once its
+    first frame is in. `settings`: `AvisLiveInputs`' fps, mute_audio, max_duration."""
+
+    def __init__(self, processor: "AvisProcessor", source, format=None, options=None, **settings):
+        self.processor, self.source, self.format, self.options, self.settings = (
+            processor, source, format, options, settings
+        )  # fmt: skip
+        self.inputs: AvisLiveInputs | None = None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        with LiveMedia(self.source, self.format, self.options) as media:
+            self.inputs = AvisLiveInputs(self.processor, has_audio=media.has_audio, **self.settings)
+            for frame in media.frames():
+                if isinstance(frame, av.VideoFrame):
+                    self.inputs.add_video_frame(frame)
+                else:
+                    self.inputs.add_audio_frame(frame)
+                yield from self.inputs.ready()
+                if self.inputs.ended:
+                    break
+        self.inputs.end()
+        yield from self.inputs.ready()
+        if self.metadata() is None or not self.metadata().timestamps:
+            raise AvisInputError(f"{media.name}: the source gave no frames")
+
+    def metadata(self) -> AvisVideoMetadata | None:
+        return None if self.inputs is None else self.inputs.metadata()
+
+
 def _cut_note(max_duration: float) -> str:
     return f"the video runs past {max_duration:g} s: only its first {max_duration:g} s were analysed"
 
@@ -605,4 +775,13 @@ class _PrecomputedAudio:
         return []
 
 
-__all__ = ["AUDIO_INPUTS", "AvisProcessor", "AvisVideoChunks", "AvisVideoInputs", "AvisVideoMetadata", "video_result"]
+__all__ = [
+    "AUDIO_INPUTS",
+    "AvisLiveChunks",
+    "AvisLiveInputs",
+    "AvisProcessor",
+    "AvisVideoChunks",
+    "AvisVideoInputs",
+    "AvisVideoMetadata",
+    "video_result",
+]

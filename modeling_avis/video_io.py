@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -287,6 +288,53 @@ class MonoAudioBuffer:
         return self._chunks[0] if self._chunks else np.zeros(0, dtype=np.float32)
 
 
+class LiveMedia:
+    """A live source, opened: a pipe (a file object, such as stdin's binary buffer: MPEG-TS or Matroska), a URL or a
+    capture device PyAV opens (`format`: its demuxer, e.g. "v4l2"; `options`: its options), or a file read as if it
+    were one. `frames()` gives the decoded frames of its first video and audio streams as they arrive, in the order
+    the source interleaves them; frames over `MAX_FRAME_PIXELS` are refused, and a source that fails part-way ends
+    with an AvisInputError (what it gave before stands)."""
+
+    def __init__(self, source: str | BinaryIO, format: str | None = None, options: dict | None = None):
+        name = source if isinstance(source, str) else getattr(source, "name", "the source")
+        self.name = printable(str(name))
+        try:
+            self._container = av.open(source, mode="r", format=format, options=options or {})
+        except av.error.FFmpegError as error:
+            raise AvisInputError(f"{self.name}: not a source FFmpeg can read ({_reason(error)})") from None
+        if not self._container.streams.video:
+            self.close()
+            raise AvisInputError(f"{self.name}: the source has no video stream")
+        self.video = self._container.streams.video[0]
+        limit_decoded_frames(self.video)
+        self.audio = self._container.streams.audio[0] if self._container.streams.audio else None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+    def frames(self) -> Iterator:
+        count = 0
+        try:
+            for packet in self._container.demux(*(stream for stream in (self.video, self.audio) if stream)):
+                for frame in packet.decode():
+                    if frame.time_base is None:
+                        frame.time_base = packet.stream.time_base
+                    count += isinstance(frame, av.VideoFrame)
+                    yield frame
+        except av.error.FFmpegError as error:
+            raise decoding_error(self.name, count, error) from None
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "LiveMedia":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def is_frame_folder(path: Path) -> bool:
     """Whether `path` is a folder of frames (AVISeg's `JPEGImages/<video>/`) rather than of videos."""
     return path.is_dir() and any(entry.suffix.lower() in FRAME_SUFFIXES for entry in path.iterdir())
@@ -534,6 +582,7 @@ def _reason(error: av.error.FFmpegError) -> str:
 
 
 __all__ = [
+    "LiveMedia",
     "MAX_FRAME_PIXELS",
     "AvisegVideoFiles",
     "AudioReader",

@@ -25,6 +25,7 @@ from modeling_avis.modeling_avis import AvisPreTrainedModel
 from modeling_avis.outputs import check_output_file, check_outputs_apart, write_text_atomically
 from modeling_avis.processing_avis import AvisProcessor
 from modeling_avis.results import results_json_entries
+from modeling_avis.runtime import configure_runtime
 from modeling_avis.video_io import AvisegVideoFiles
 
 from .data import AvisegVideo, load_aviseg_split
@@ -120,6 +121,7 @@ def evaluate_from_command_line(args: argparse.Namespace) -> None:
         check_output_file(path)
     data = Path(args.data)
     check_outputs_apart(outputs, [data / f"{args.split}.json", data / args.split, *Path(args.model).glob("*")])
+    configure_runtime()
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     model = load_model(args.model, device=accelerator.device)
     processor = load_processor(args.model, model.config)

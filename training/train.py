@@ -59,6 +59,7 @@ from modeling_avis.modeling_avis import AvisForAudioVisualInstanceSegmentation
 from modeling_avis.outputs import check_folder_to_write_in, check_outputs_apart, write_text_atomically
 from modeling_avis.pipeline_avis import save_model_folder
 from modeling_avis.processing_avis import AvisProcessor
+from modeling_avis.runtime import configure_runtime
 
 from .augmentation import ClipAugmentation
 from .data import AvisegClipDataset, audio_input_name, collate_clips
@@ -392,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: trains, and returns the exit status (a bad dataset, model or checkpoint: one line, 2)."""
 
     def run() -> None:
+        configure_runtime()
         train(argv)
 
     return run_command(run)
