@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from modeling_avis.image_processing_avis import IMAGENET_MEAN, IMAGENET_STD
-from modeling_avis.modeling_avis import AvisClipOutput, AvisFrameEncoding
+from modeling_avis.modeling_avis import AvisClipOutput, AvisFrameEncoding, AvisModel, AvisSessionOutput
 
 HEIGHT, WIDTH, LENGTH, SIDE = 64, 64, 6, 16
 COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
@@ -29,6 +29,7 @@ class SyntheticVideo:
     red_start: tuple[int, int]  # (top, left) in frame 0
     blue_start: tuple[int, int]
     sounding: tuple[str, ...]
+    sounding_from: int = 0  # the first frame they sound in (and are annotated in)
 
     def box(self, colour: str, frame: int) -> tuple[int, int, int, int]:
         """(top, left, bottom, right): red moves right, blue moves down, 4 pixels per frame."""
@@ -64,10 +65,10 @@ def write_split(root: Path, split: str, videos: tuple[SyntheticVideo, ...]) -> P
             Image.fromarray(pixels).save(frames_dir / video.name / f"{frame:05d}.png")
         audio = np.zeros((LENGTH, 128), dtype=np.float32)
         for colour in video.sounding:
-            audio[:, AUDIO_DIMS[colour]] = 1.0
+            audio[video.sounding_from :, AUDIO_DIMS[colour]] = 1.0
         np.save(audio_dir / f"{video.name}.npy", audio)
         for colour in video.sounding:
-            boxes = [video.box(colour, frame) for frame in range(LENGTH)]
+            boxes = [video.box(colour, frame) if frame >= video.sounding_from else None for frame in range(LENGTH)]
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -76,8 +77,8 @@ def write_split(root: Path, split: str, videos: tuple[SyntheticVideo, ...]) -> P
                     "iscrowd": 0,
                     "height": HEIGHT,
                     "width": WIDTH,
-                    "segmentations": [[[x0, y0, x1, y0, x1, y1, x0, y1]] for y0, x0, y1, x1 in boxes],
-                    "areas": [float(SIDE * SIDE)] * LENGTH,
+                    "segmentations": [_polygons(box) if box else None for box in boxes],
+                    "areas": [float(SIDE * SIDE) if box else None for box in boxes],
                 }
             )
     dataset = {
@@ -98,15 +99,23 @@ def write_split(root: Path, split: str, videos: tuple[SyntheticVideo, ...]) -> P
     return root
 
 
+def _polygons(box: tuple[int, int, int, int]) -> list[list[int]]:
+    top, left, bottom, right = box
+    return [[left, top, right, top, right, bottom, left, bottom]]
+
+
 class SoundingSquareOracle(torch.nn.Module):
     """A stand-in for AvisModel that is always right on this dataset: query 0 segments the red square and query 1
     the blue one (found by colour in the frames), each classified as its label when the audio says it sounds and as
     no-object otherwise. Its masks are exact on the stride-4 grid, so post-processing gives the ground truth.
 
-    It has the two passes `AvisVideoSegmenter` runs (`encode_frames`, then `clip_module`), so evaluation takes the
-    path every model takes."""
+    It answers an inference session as `AvisModel` does (`encode_frames`, then `clip_module` for each window), so
+    evaluation takes the path every model takes, offline and online. A window's classes follow the sound of its
+    newest frame: online, a square is found from the frame it starts sounding in."""
 
     audio_encoder = None
+    forward_in_session = AvisModel.forward_in_session
+    answer_window = AvisModel.answer_window
 
     def __init__(self, config):
         super().__init__()
@@ -127,6 +136,9 @@ class SoundingSquareOracle(torch.nn.Module):
         frame_queries = torch.zeros(1, len(rgb), self.config.num_frame_queries, self.config.hidden_dim)
         return AvisFrameEncoding(frame_queries=frame_queries, mask_features=mask_features)
 
+    def forward(self, inference_session, end_of_video: bool = False, **inputs) -> AvisSessionOutput:
+        return self.forward_in_session(inference_session, end_of_video=end_of_video, **inputs)
+
 
 class _OracleClipModule(torch.nn.Module):
     def __init__(self, config):
@@ -134,14 +146,14 @@ class _OracleClipModule(torch.nn.Module):
         self.config = config
 
     def forward(self, frame_queries: torch.Tensor, audio_features: torch.Tensor) -> AvisClipOutput:
-        # audio_features (B, T, 128): which squares sound, in the dims AUDIO_DIMS gives them
+        # audio_features (B, T, 128): which squares sound in the newest frame, in the dims AUDIO_DIMS gives them
         batch, queries, num_labels = audio_features.shape[0], self.config.num_clip_queries, self.config.num_labels
         mask_embeddings = torch.zeros(batch, queries, self.config.mask_feature_size)
         mask_embeddings[:, 0, 0] = mask_embeddings[:, 1, 1] = 1.0
         class_logits = torch.zeros(batch, queries, num_labels + 1)
         class_logits[:, :, -1] = 10.0  # no object
         for query, colour in enumerate(("red", "blue")):
-            sounds = audio_features[:, 0, AUDIO_DIMS[colour]].mean(-1) > 0.5
+            sounds = audio_features[:, -1, AUDIO_DIMS[colour]].mean(-1) > 0.5
             class_logits[sounds, query, query] = 20.0
         # (decoder layers, frame-decoder layers, B, ...): the last of each
         return AvisClipOutput(class_logits=class_logits[None, None], mask_embeddings=mask_embeddings[None, None])

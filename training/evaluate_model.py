@@ -1,6 +1,7 @@
 """Run a model over every video of an AVISeg split and score it with the benchmark (FSLA, HOTA, mAP).
 
 python -m training.evaluate_model --model DIR --data ROOT --split val [--json results.json]
+python -m training.evaluate_model ... --mode online [--window 5 --stride 1]   (the online mode, as a live stream)
 accelerate launch -m training.evaluate_model ...   (the videos are shared out between the processes)
 
 Each video goes the way of every other: its frame folder (`<root>/<split>/JPEGImages/<video>/`, 1 frame per
@@ -8,6 +9,11 @@ second, its sound beside it in FEATAudios or WAVAudios) through the model's proc
 as the app and the command line run it. The processor sets the test size (for the published models the original's:
 a shortest edge of 360 for ResNet-50, 448 for Swin-L, longest at most 1333), the top-k and the score threshold; the
 results JSON is the AVIS format, one compressed RLE per frame at the video's size.
+
+The two modes differ only in how a video becomes its tracks: offline, the segmenter's two passes (the clip queries
+attend to every frame); online, its stream (`AvisVideoSegmenter.stream`: causal windows of `--window` frames every
+`--stride` frames, linked into tracks) put together by an `AvisStreamRecorder`, as a listener to the stream would
+record it; a track is null in the frames it is not in.
 """
 
 import argparse
@@ -18,7 +24,13 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from modeling_avis.entry_point import OneLineArgumentParser, image_size, run_command, score_threshold
+from modeling_avis.entry_point import (
+    OneLineArgumentParser,
+    image_size,
+    positive_int,
+    run_command,
+    score_threshold,
+)
 from modeling_avis.inference_avis import AvisVideoSegmenter
 from modeling_avis.loading import load_model, load_processor
 from modeling_avis.modeling_avis import AvisPreTrainedModel
@@ -26,7 +38,9 @@ from modeling_avis.outputs import check_output_file, check_outputs_apart, write_
 from modeling_avis.processing_avis import AvisProcessor
 from modeling_avis.results import results_json_entries
 from modeling_avis.runtime import configure_runtime
-from modeling_avis.video_io import AvisegVideoFiles
+from modeling_avis.session_avis import MODES, AvisOnlineSettings
+from modeling_avis.tracks import AvisStreamRecorder, AvisVideoResult
+from modeling_avis.video_io import AvisegVideoFiles, read_frame_folder, read_image
 
 from .data import AvisegVideo, load_aviseg_split
 from .evaluation import evaluate_predictions, format_metrics_table
@@ -43,8 +57,10 @@ def predict_split(
     videos: list[AvisegVideo],
     accelerator: Accelerator,
     mute_audio: bool = False,
+    online: AvisOnlineSettings | None = None,
 ) -> list[dict]:
-    """The AVIS results of every video, in the order of `videos`; each process predicts its share, all get all."""
+    """The AVIS results of every video, in the order of `videos`; each process predicts its share, all get all.
+    online: the online mode's windows and linking (None: the offline mode)."""
     was_training = model.training
     segmenter = AvisVideoSegmenter(getattr(model, "model", model), processor)
     with accelerator.split_between_processes(videos) as shard:
@@ -52,16 +68,28 @@ def predict_split(
             entry
             for video in shard
             for entry in results_json_entries(
-                segmenter(
-                    AvisegVideoFiles.of(Path(data_root) / split, video.name).frames,
-                    fps=AVISEG_FPS,
-                    mute_audio=mute_audio,
+                video_result(
+                    segmenter, AvisegVideoFiles.of(Path(data_root) / split, video.name).frames, mute_audio, online
                 ),
                 video.video_id,
             )
         ]
     model.train(was_training)
     return gather_object(results)
+
+
+def video_result(
+    segmenter: AvisVideoSegmenter, frames: Path, mute_audio: bool, online: AvisOnlineSettings | None
+) -> AvisVideoResult:
+    """One video's tracks, from its frame folder: the offline mode's two passes, or (`online` given) the online
+    mode's stream of updates, recorded as they come."""
+    if online is None:
+        return segmenter(frames, fps=AVISEG_FPS, mute_audio=mute_audio)
+    # the masks come at the frames' own size (the evaluator checks it against the annotations', as offline)
+    recorder = AvisStreamRecorder(*read_image(read_frame_folder(frames)[0]).shape[:2])
+    for update in segmenter.stream(frames, fps=AVISEG_FPS, online=online, mute_audio=mute_audio):
+        recorder.add(update)
+    return recorder.result(fps=AVISEG_FPS)
 
 
 def evaluate_model(
@@ -71,14 +99,16 @@ def evaluate_model(
     split: str,
     accelerator: Accelerator,
     mute_audio: bool = False,
+    online: AvisOnlineSettings | None = None,
 ) -> tuple[dict[str, float] | None, list[dict]]:
     """(metrics, results) of a model on `<data_root>/<split>`; metrics on the main process only (None elsewhere).
 
     model: an AVISM (`AvisModel` or `AvisForAudioVisualInstanceSegmentation`, unwrapped) on the accelerator's
-    device; processor: its processor (test size, threshold); mute_audio: give every video silence.
+    device; processor: its processor (test size, threshold); mute_audio: give every video silence; online: run the
+    online mode with these settings (None: the offline mode).
     """
     videos = load_aviseg_split(data_root, split)
-    results = predict_split(model, processor, data_root, split, videos, accelerator, mute_audio)
+    results = predict_split(model, processor, data_root, split, videos, accelerator, mute_audio, online)
     metrics = None
     if accelerator.is_main_process:
         metrics = evaluate_predictions(Path(data_root) / f"{split}.json", results)
@@ -106,7 +136,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("no", "fp16", "bf16"),
         help="autocast the model (the original tested under fp16 autocast on GPU); default: accelerate's config",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="offline",
+        help="offline: the clip queries attend to every frame (AVISM as published); online: causal windows, as a live "
+        "stream is segmented (default: offline)",
+    )
+    parser.add_argument(
+        "--window",
+        type=positive_int,
+        help=f"online mode: frames per window (default: {AvisOnlineSettings.window_size})",
+    )
+    parser.add_argument(
+        "--stride",
+        type=positive_int,
+        help=f"online mode: frames between two windows, from 1 to the window (default: {AvisOnlineSettings.stride})",
+    )
+    args = parser.parse_args(argv)
+    args.online = None
+    if args.mode == "online":
+        window = AvisOnlineSettings.window_size if args.window is None else args.window
+        stride = AvisOnlineSettings.stride if args.stride is None else args.stride
+        if stride > window:
+            parser.error(f"argument --stride: must be from 1 to the window size ({window}), not {stride}")
+        args.online = AvisOnlineSettings(window_size=window, stride=stride)
+    elif args.window is not None or args.stride is not None:
+        parser.error("--window and --stride are the online mode's: give --mode online")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +187,9 @@ def evaluate_from_command_line(args: argparse.Namespace) -> None:
     if args.threshold is not None:
         processor.score_threshold = args.threshold
     with accelerator.autocast():
-        metrics, results = evaluate_model(model, processor, args.data, args.split, accelerator, args.mute_audio)
+        metrics, results = evaluate_model(
+            model, processor, args.data, args.split, accelerator, args.mute_audio, args.online
+        )
     if accelerator.is_main_process:
         print(format_metrics_table(metrics))
         if args.json:
