@@ -50,21 +50,23 @@ def test_the_offline_session_answers_as_forward_on_the_whole_video_to_the_bit(ti
         (7, 5, 1, [(0, 1, 0), (0, 2, 1), (0, 3, 2), (0, 4, 3), (0, 5, 4), (1, 6, 5), (2, 7, 6)]),
         (7, 5, 2, [(0, 2, 0), (0, 4, 2), (1, 6, 4), (2, 7, 6)]),
         (6, 4, 3, [(0, 3, 0), (2, 6, 3)]),
+        (15, 5, 2, [*((max(0, end - 5), end, end - 2) for end in range(2, 15, 2)), (10, 15, 14)]),
+        (8, 5, 3, [(0, 3, 0), (1, 6, 3), (3, 8, 6)]),
     ],
 )
 def test_online_windows_end_every_stride_and_finalise_each_frame_once(frames, size, stride, expected):
     session = AvisInferenceSession("online", online=AvisOnlineSettings(window_size=size, stride=stride))
     windows = []
-    for frame in range(frames):
-        session.add_frames(torch.zeros(1, 2, 3), torch.zeros(1, 4), torch.full((1, 2, 2, 2), float(frame)), (8, 8))
-        for window in session.due_windows():
+    for frame in range(frames + 1):
+        if frame < frames:
+            session.add_frames(torch.zeros(1, 2, 3), torch.zeros(1, 4), torch.full((1, 2, 2, 2), float(frame)), (8, 8))
+        for window in session.due_windows(end_of_video=frame == frames):
             windows.append(window)
             inputs, _ = session.clip_inputs(window)
             assert inputs.shape[2] == window.end - window.start
             assert session.mask_features[window.start : window.end][:, 0, 0, 0].tolist() == list(
                 range(window.start, window.end)
             )
-    windows += list(session.due_windows(end_of_video=True))
     assert [(w.start, w.end, w.emit_start) for w in windows] == expected
     assert [frame for window in windows for frame in window.emitted] == list(range(frames))
 
