@@ -31,7 +31,7 @@ import torch
 from .errors import AvisCheckpointError, AvisInputError
 from .heap import release_freed_memory
 from .loading import load_model, load_processor
-from .modeling_avis import AvisModel, AvisModelOutput
+from .modeling_avis import AvisModel, AvisModelOutput, answer_window
 from .processing_avis import AvisLiveChunks, AvisProcessor, AvisVideoChunks
 from .session_avis import AvisFrameBlocks, AvisInferenceSession, AvisOnlineSettings
 from .tracks import AvisStreamUpdate, AvisVideoResult
@@ -417,11 +417,13 @@ def _on_device(
 
 
 def decode_video(model: AvisModel, session: AvisInferenceSession) -> AvisModelOutput:
-    """The second pass: the clip module over all frame queries of an offline session whose frames are all in. The
-    output reads as `AvisModel.forward`'s (batch of one) for the post-processing, with the session's mask-feature
-    store as the video's mask features; it leaves out the frame queries and the clip module's other outputs (four
-    (T, fQ, C) tensors: 245 MB at T=600), which would otherwise stay in memory while a long video's masks are drawn."""
-    return model(inference_session=session, end_of_video=True).outputs[0]
+    """The second pass: the clip module over all frame queries of an offline session whose frames are all in (as
+    `model(inference_session=session, end_of_video=True)` answers). The output reads as `AvisModel.forward`'s (batch
+    of one) for the post-processing, with the session's mask-feature store as the video's mask features; it leaves
+    out the frame queries and the clip module's other outputs (four (T, fQ, C) tensors: 245 MB at T=600), which
+    would otherwise stay in memory while a long video's masks are drawn."""
+    (window,) = session.due_windows(end_of_video=True)
+    return answer_window(model.clip_module, session, window)
 
 
 class AvisVideoSegmenter:
