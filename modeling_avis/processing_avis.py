@@ -77,6 +77,23 @@ class AvisVideoMetadata:
     fps: float | None = None
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of_frames(
+        cls, image_processor: AvisImageProcessor, original_size, has_audio: bool, fps: float | None, notes: list[str]
+    ) -> "AvisVideoMetadata":
+        """The metadata of a video whose frames are `original_size` (H, W), before any frame is read (`notes`: the
+        list the notes go to)."""
+        image_size = image_processor.output_size(*original_size)
+        return cls(
+            timestamps=[],
+            original_size=tuple(int(side) for side in original_size),
+            image_size=image_size,
+            padded_size=image_processor.padded_size(*image_size),
+            has_audio=has_audio,
+            fps=fps,
+            notes=notes,
+        )
+
 
 class AvisVideoInputs(BatchFeature):
     """The model's inputs as keys, so that `model(**inputs)` works, and `video_metadata` (a list of one
@@ -470,16 +487,7 @@ class AvisVideoChunks:
         self.chunk_frames = chunk_frames
         self.expected_frames = expected_frames
         self.max_duration = max_duration
-        image_size = image_processor.output_size(*original_size)
-        self._metadata = AvisVideoMetadata(
-            timestamps=[],
-            original_size=tuple(int(side) for side in original_size),
-            image_size=image_size,
-            padded_size=image_processor.padded_size(*image_size),
-            has_audio=audio.has_audio,
-            fps=fps,
-            notes=list(notes),
-        )
+        self._metadata = AvisVideoMetadata.of_frames(image_processor, original_size, audio.has_audio, fps, list(notes))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         timestamps = self._metadata.timestamps
@@ -580,7 +588,9 @@ class AvisLiveInputs:
             self._size = (
                 (image.shape[1], image.shape[0]) if isinstance(frame, np.ndarray) else (frame.width, frame.height)
             )
-            self._start_metadata(image.shape[:2])
+            self._metadata = AvisVideoMetadata.of_frames(
+                self.processor.image_processor, image.shape[:2], self.hears, None, self.notes
+            )
         time -= self._start
         self._sample_until(time)
         self._on_screen = (time, frame)
@@ -642,19 +652,6 @@ class AvisLiveInputs:
                 frame = np.asarray(Image.fromarray(frame).resize(self._size, Image.BILINEAR))
             return frame
         return frame_to_rgb(frame, self._size)
-
-    def _start_metadata(self, original_size: tuple[int, int]) -> None:
-        image_processor = self.processor.image_processor
-        image_size = image_processor.output_size(*original_size)
-        self._metadata = AvisVideoMetadata(
-            timestamps=[],
-            original_size=tuple(int(side) for side in original_size),
-            image_size=image_size,
-            padded_size=image_processor.padded_size(*image_size),
-            has_audio=self.hears,
-            fps=None,
-            notes=self.notes,
-        )
 
 
 class AvisLiveChunks:
