@@ -46,7 +46,6 @@ import json
 import math
 import os
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -110,8 +109,8 @@ class StreamRun:
         self.arrivals = Arrivals()
         self.overlay: LiveOverlay | None = None
         self.recorder: AvisStreamRecorder | None = None
-        self.latencies: list[float] = []
-        self.tracks: set[int] = set()
+        # what the summary says, in constant memory however long the stream
+        self.frames, self.tracks, self.latency_sum, self.latency_max = 0, 0, 0.0, 0.0
 
     def file_chunks(self, path: Path) -> "FileChunks":
         self.name = printable(path.name)
@@ -150,7 +149,9 @@ class StreamRun:
                     latencies = [time.monotonic() - self.arrivals.of(sampled) for sampled in update.timestamps]
                     with interrupts_held():  # a window's line goes out with its frames in the outputs, or neither
                         _print_line(stream_line(window, update, latencies))
-                        self.latencies += latencies
+                        self.frames += len(latencies)
+                        self.latency_sum += sum(latencies)
+                        self.latency_max = max([self.latency_max, *latencies])
                         self._add(update, chunks.metadata())
         except StdoutClosed:
             with interrupts_held():
@@ -170,7 +171,7 @@ class StreamRun:
         return 0
 
     def _add(self, update: AvisStreamUpdate, metadata: AvisVideoMetadata) -> None:
-        self.tracks.update(track.track_id for track in update.tracks)
+        self.tracks = max([self.tracks, *(track.track_id for track in update.tracks)])  # ids count from 1
         if self.overlay is not None:
             self.overlay.add_update(update)
         if self.args.json is not None:
@@ -191,10 +192,9 @@ class StreamRun:
             write_results_json(results, self.args.json)
         for note in metadata.notes if metadata is not None else []:
             print(f"note: {note}", file=sys.stderr)
-        frames, count = len(self.latencies), len(self.tracks)
-        summary = f"{self.name}: {count} sounding track{'s' * (count != 1)} in {frames} frames"
-        if self.latencies:
-            summary += f"; latency median {statistics.median(self.latencies):.2f} s, max {max(self.latencies):.2f} s"
+        summary = f"{self.name}: {self.tracks} sounding track{'s' * (self.tracks != 1)} in {self.frames} frames"
+        if self.frames:
+            summary += f"; latency mean {self.latency_sum / self.frames:.2f} s, max {self.latency_max:.2f} s"
         print(summary, file=sys.stderr)
 
 
