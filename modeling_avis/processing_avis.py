@@ -19,7 +19,7 @@ waveform): what every frame of a video without sound gets, and every frame with 
 import contextlib
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -657,22 +657,39 @@ class AvisLiveInputs:
 class AvisLiveChunks:
     """A live source's model inputs, one sampled frame at a time, read as the source gives its frames (see
     `AvisLiveInputs`, `video_io.LiveMedia`): iterable once (a pipe cannot be read again); `metadata()` once its
-    first frame is in. `settings`: `AvisLiveInputs`' fps, mute_audio, max_duration."""
+    first frame is in. `settings`: `AvisLiveInputs`' fps, mute_audio, max_duration.
 
-    def __init__(self, processor: "AvisProcessor", source, format=None, options=None, **settings):
-        self.processor, self.source, self.format, self.options, self.settings = (
-            processor, source, format, options, settings
+    on_frame: called with each decoded video and audio frame once it is added, before the inputs it completes are
+        given (what else reads the source, such as a live overlay, reads it from the same pass: a pipe is read once;
+        a pause there holds the frame back from the model). `media`: the source's `LiveMedia` while it is read.
+    """
+
+    def __init__(
+        self,
+        processor: "AvisProcessor",
+        source,
+        format=None,
+        options=None,
+        on_frame: Callable[[av.VideoFrame | av.AudioFrame], None] | None = None,
+        **settings,
+    ):
+        self.processor, self.source, self.format, self.options, self.on_frame, self.settings = (
+            processor, source, format, options, on_frame, settings
         )  # fmt: skip
         self.inputs: AvisLiveInputs | None = None
+        self.media: LiveMedia | None = None
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         with LiveMedia(self.source, self.format, self.options) as media:
+            self.media = media
             self.inputs = AvisLiveInputs(self.processor, has_audio=media.has_audio, **self.settings)
             for frame in media.frames():
                 if isinstance(frame, av.VideoFrame):
                     self.inputs.add_video_frame(frame)
                 else:
                     self.inputs.add_audio_frame(frame)
+                if self.on_frame is not None:
+                    self.on_frame(frame)
                 yield from self.inputs.ready()
                 if self.inputs.ended:
                     break
