@@ -32,7 +32,7 @@ from .errors import AvisCheckpointError, AvisInputError
 from .heap import release_freed_memory
 from .loading import load_model, load_processor
 from .modeling_avis import AvisModel, AvisModelOutput
-from .processing_avis import AvisLiveChunks, AvisProcessor, AvisVideoChunks
+from .processing_avis import AvisLiveChunks, AvisProcessor, AvisVideoChunks, AvisVideoMetadata
 from .session_avis import AvisFrameBlocks, AvisInferenceSession, AvisOnlineSettings
 from .tracks import AvisStreamUpdate, AvisVideoResult
 from .video_io import ProgressFn
@@ -611,19 +611,31 @@ class AvisVideoSegmenter:
         comes, on all of this segmenter's threads, and each window it completes is answered before the next frame
         is read. Memory does not grow with the stream: only the window's frames and the alive tracks are kept."""
         session = self.processor.init_video_session("online", online=online)
-        device = next(self.model.parameters()).device
-        id2label = self.model.config.id2label
         for chunk in itertools.chain(chunks, [None]):
-            with self._running():
-                if chunk is None:
-                    outputs = self.model(inference_session=session, end_of_video=True)
-                else:
-                    outputs = self.model(**{name: value.to(device) for name, value in chunk.items()},
-                                         inference_session=session)  # fmt: skip
-                updates = self.processor.post_process_online_windows(
-                    outputs, session, chunks.metadata(), id2label, score_threshold, max_instances
-                )
-            yield from updates
+            yield from self.stream_step(session, chunk, chunks.metadata(), score_threshold, max_instances)
+
+    def stream_step(
+        self,
+        session: AvisInferenceSession,
+        chunk: Mapping[str, torch.Tensor] | None,
+        metadata: AvisVideoMetadata,
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+    ) -> list[AvisStreamUpdate]:
+        """One step of the online mode, for inputs pushed as they arrive (`AvisLiveInputs.ready()`): the windows
+        `chunk` (a frame's model inputs) completes in an online `session`, answered; None ends the video and answers
+        its last window. `stream_chunks` is these steps over an iterable of chunks.
+        metadata: the stream's, its timestamps known up to `chunk`'s frames."""
+        with self._running():
+            if chunk is None:
+                outputs = self.model(inference_session=session, end_of_video=True)
+            else:
+                device = next(self.model.parameters()).device
+                outputs = self.model(**{name: value.to(device) for name, value in chunk.items()},
+                                     inference_session=session)  # fmt: skip
+            return self.processor.post_process_online_windows(
+                outputs, session, metadata, self.model.config.id2label, score_threshold, max_instances
+            )
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
