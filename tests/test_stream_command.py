@@ -108,9 +108,7 @@ def frames_and_ids(lines: list[dict]) -> tuple[list[int], set[int]]:
 def test_a_pipe_at_real_time_is_answered_as_it_comes_and_its_overlay_plays_while_it_grows(tmp_path):
     feed = live_ts("shapes_solo", tmp_path)  # 14 s at 1 frame a second
     overlay = tmp_path / "overlay.ts"
-    # One thread: the clock of this test is the stream's; torch's two threads wait on each other when other work
-    # shares the two cores (a frame then takes seconds instead of a tenth of one).
-    process = avis("stream", "-", "--out", str(overlay), "--threads", "1", stdin=subprocess.PIPE)
+    process = avis("stream", "-", "--out", str(overlay), stdin=subprocess.PIPE)
     ready = process.stderr.readline().decode()
     assert ready.startswith("reading <stdin>: windows of 5 sampled frames every 1"), ready
     feed_end = []
@@ -178,7 +176,7 @@ def test_the_results_json_of_a_stream_scores_as_the_offline_predict_and_its_over
 def test_ctrl_c_ends_with_the_lines_so_far_and_both_files_complete(tmp_path):
     overlay, results = tmp_path / "overlay.ts", tmp_path / "results.json"
     video = EXAMPLES / "shapes_solo.mp4"
-    process = avis("stream", str(video), "--realtime", "--out", str(overlay), "--json", str(results), "--threads", "1")
+    process = avis("stream", str(video), "--realtime", "--out", str(overlay), "--json", str(results))
     lines = []
     for line in process.stdout:
         lines.append(json.loads(line))
@@ -194,7 +192,7 @@ def test_ctrl_c_ends_with_the_lines_so_far_and_both_files_complete(tmp_path):
 
 def test_a_closed_stdout_ends_the_stream_quietly_with_the_results_so_far(tmp_path):
     results = tmp_path / "results.json"
-    process = avis("stream", str(EXAMPLES / "shapes_solo.mp4"), "--realtime", "--json", str(results), "--threads", "1")
+    process = avis("stream", str(EXAMPLES / "shapes_solo.mp4"), "--realtime", "--json", str(results))
     for _ in range(2):
         json.loads(process.stdout.readline())
     process.stdout.close()
@@ -328,8 +326,7 @@ def test_every_bad_source_or_output_ends_in_its_lines_or_one_error_line_with_sta
 def test_the_322_s_one_shape_video_keeps_one_track_id_through_the_stream(tmp_path, capsys):
     video = media_corpus.long_shapes(tmp_path)
     results = tmp_path / "results.json"
-    # one thread: two wait on each other when other work shares the two cores (5 minutes instead of one, here)
-    assert main(["stream", str(video), "--json", str(results), "--threads", "1"]) == 0
+    assert main(["stream", str(video), "--json", str(results)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert frames_and_ids(lines)[0] == list(range(322))
     assert all([track["id"] for track in line["tracks"]] in ([1], []) for line in lines)
