@@ -915,20 +915,22 @@ class AvisModel(AvisPreTrainedModel):
         windows, outputs = [], []
         for window in session.due_windows(end_of_video):
             windows.append(window)
-            outputs.append(self.answer_window(session, window))
+            outputs.append(answer_window(self.clip_module, session, window))
         return AvisSessionOutput(windows=windows, outputs=outputs)
 
-    def answer_window(self, session, window) -> AvisModelOutput:
-        """The clip module over a window's frames, as `forward`'s output on them (batch of one); its mask features
-        are the session's store in the offline mode (the whole video), a copy of the window's frames online."""
-        frame_queries, audio_features = session.clip_inputs(window)
-        clip_output = self.clip_module(frame_queries, audio_features)
-        online = session.mode == "online"
-        return AvisModelOutput(
-            class_logits=clip_output.class_logits[-1, -1],
-            mask_embeddings=clip_output.mask_embeddings[-1, -1],
-            mask_features=[session.mask_features[window.start : window.end] if online else session.mask_features],
-        )
+
+def answer_window(clip_module: AvisClipModule, session, window) -> AvisModelOutput:
+    """The clip module over a window's frames of an inference session, as `AvisModel.forward`'s output on them
+    (batch of one); its mask features are the session's store in the offline mode (the whole video), a copy of the
+    window's frames online."""
+    frame_queries, audio_features = session.clip_inputs(window)
+    clip_output = clip_module(frame_queries, audio_features)
+    online = session.mode == "online"
+    return AvisModelOutput(
+        class_logits=clip_output.class_logits[-1, -1],
+        mask_embeddings=clip_output.mask_embeddings[-1, -1],
+        mask_features=[session.mask_features[window.start : window.end] if online else session.mask_features],
+    )
 
 
 def _concatenate_frame_outputs(outputs: list[AvisFrameDecoderOutput]) -> AvisFrameDecoderOutput:

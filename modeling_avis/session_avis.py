@@ -221,8 +221,8 @@ class AvisInferenceSession:
             window = AvisWindow(max(0, end - size), end, self._windowed)
             self._windowed = end
             yield window
-            # what the next window reads: its frames, from its end minus the window's size; it ends a stride on, or
-            # sooner (the video's last frames)
+            # what the next window reads: its frames, from its end minus the window's size; the video's last window
+            # may end a frame after this one (fewer than a stride), so from here on
             for frames in (self.frame_queries, self.audio_features, self.mask_features):
                 frames.forget_before(end + 1 - size)
 

@@ -109,13 +109,13 @@ class SoundingSquareOracle(torch.nn.Module):
     the blue one (found by colour in the frames), each classified as its label when the audio says it sounds and as
     no-object otherwise. Its masks are exact on the stride-4 grid, so post-processing gives the ground truth.
 
-    It answers an inference session as `AvisModel` does (`encode_frames`, then `clip_module` for each window), so
-    evaluation takes the path every model takes, offline and online. A window's classes follow the sound of its
+    It has what the segmenter runs: `encode_frames` and `clip_module` (the offline mode's two passes), and the
+    model's own session forward (the online mode's `model(**inputs, inference_session=...)`), so evaluation takes
+    the path every model takes, offline and online. A window's classes follow the sound of its
     newest frame: online, a square is found from the frame it starts sounding in."""
 
     audio_encoder = None
     forward_in_session = AvisModel.forward_in_session
-    answer_window = AvisModel.answer_window
 
     def __init__(self, config):
         super().__init__()
