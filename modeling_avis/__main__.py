@@ -32,7 +32,7 @@ from .entry_point import (
     positive_int,
     run_command,
     score_threshold,
-    whole_number_up_to,
+    window_frames,
 )
 from .errors import AvisError, AvisInputError, AvisUsageError, printable
 from .inference_avis import DEFAULT_DISK_BUDGET, AvisVideoSegmenter
@@ -40,7 +40,7 @@ from .outputs import check_folder_to_write_in, check_output_file, check_outputs_
 from .results import track_summary, write_results_json
 from .runtime import configure_runtime
 from .session_avis import AvisOnlineSettings
-from .streaming import MAX_WINDOW, stream
+from .streaming import stream
 from .tracks import AvisVideoResult
 from .video_io import AvisegVideoFiles, is_frame_folder, probe_video
 from .visualization import render_overlay
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     online = AvisOnlineSettings()
     stream.add_argument(
         "--window",
-        type=whole_number_up_to(MAX_WINDOW, "frames"),
+        type=window_frames,
         default=online.window_size,
         help=f"sampled frames each window's clip queries see (default: {online.window_size})",
     )

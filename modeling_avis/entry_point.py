@@ -17,7 +17,8 @@ from collections.abc import Callable
 import torch
 
 from .config_ranges import IMAGE_PROCESSOR_RANGES
-from .errors import AvisError, one_line, printable
+from .errors import AvisError, AvisUsageError, one_line, printable
+from .session_avis import AvisOnlineSettings
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -33,6 +34,9 @@ MAX_IMAGE_SIZE = int(IMAGE_PROCESSOR_RANGES["shortest_edge"].high)
 MAX_CLIPS = 1024
 # The most temporary disk a run may be given, in GB: 1 PB, more than a machine has.
 MAX_DISK_GB = 2**20
+# The longest window of the online mode (--window): it holds a window's frames (their mask features: 15.7 MB a frame
+# at 360p).
+MAX_WINDOW = 64
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -101,10 +105,18 @@ def whole_number_up_to(maximum: int, unit: str) -> Callable[[str], int]:
 
 
 image_size = whole_number_up_to(MAX_IMAGE_SIZE, "pixels")
+window_frames = whole_number_up_to(MAX_WINDOW, "frames")
 
 
 def cpu_threads(text: str) -> int:
     return _whole_number(text, 1, CPUS, f"must be a whole number from 1 to {CPUS} (the CPUs this process may use)")
+
+
+def online_settings(window: int, stride: int) -> AvisOnlineSettings:
+    """The online mode's windows from the flags --window and --stride: a stride past the window is refused."""
+    if stride > window:
+        raise AvisUsageError(f"--stride must be at most --window ({window}), not {stride}")
+    return AvisOnlineSettings(window_size=window, stride=stride)
 
 
 def data_workers(text: str) -> int:

@@ -55,19 +55,16 @@ from pathlib import Path
 import av
 import torch
 
+from .entry_point import online_settings
 from .errors import AvisCheckpointError, AvisInputError, AvisUsageError, printable
 from .inference_avis import AvisVideoSegmenter
 from .outputs import check_output_file, check_outputs_apart
 from .processing_avis import AvisLiveChunks, AvisVideoChunks, AvisVideoMetadata
 from .results import write_results_json
 from .runtime import configure_runtime
-from .session_avis import AvisOnlineSettings
 from .tracks import AvisStreamRecorder, AvisStreamUpdate, encode_mask
 from .video_io import TIME_TOLERANCE, VideoInfo, probe_video
 from .visualization import LIVE_SUFFIX, FileMedia, LiveOverlay
-
-# The longest window: the online mode holds a window's frames (their mask features: 15.7 MB a frame at 360p).
-MAX_WINDOW = 64
 
 
 def stream(args: argparse.Namespace, model: str, autocast_dtype: torch.dtype | None) -> int:
@@ -75,7 +72,7 @@ def stream(args: argparse.Namespace, model: str, autocast_dtype: torch.dtype | N
     run in `autocast_dtype`. Returns the exit status: 0 at the source's end or when stdout is closed."""
     source = _source(args)
     _check_outputs(args, source, model)
-    online = _online_settings(args)
+    online = online_settings(args.window, args.stride)
     configure_runtime(args.threads)
     segmenter = AvisVideoSegmenter.from_pretrained(model, args.device, autocast_dtype)
     if segmenter.model.audio_encoder is None:
@@ -436,10 +433,4 @@ def _check_outputs(args: argparse.Namespace, source, model: str) -> None:
     check_outputs_apart(files, inputs)
 
 
-def _online_settings(args: argparse.Namespace) -> AvisOnlineSettings:
-    if args.stride > args.window:
-        raise AvisUsageError(f"--stride must be at most --window ({args.window}), not {args.stride}")
-    return AvisOnlineSettings(window_size=args.window, stride=args.stride)
-
-
-__all__ = ["MAX_WINDOW", "Arrivals", "FileChunks", "LiveFrames", "StreamRun", "stream", "stream_line"]
+__all__ = ["Arrivals", "FileChunks", "LiveFrames", "StreamRun", "stream", "stream_line"]

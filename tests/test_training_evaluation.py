@@ -160,15 +160,16 @@ def test_online_results_json_of_a_saved_model_is_what_the_evaluator_reads(aviseg
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--mode", "online", "--window", "0"], "argument --window: must be a positive whole number, not 0"),
-        (["--mode", "online", "--window", "3", "--stride", "4"], "--stride: must be from 1 to the window size (3), not 4"),
-        (["--mode", "online", "--stride", "6"], "--stride: must be from 1 to the window size (5), not 6"),
+        (["--mode", "online", "--window", "0"], "argument --window: must be a whole number of frames from 1 to 64, not 0"),
+        (["--mode", "online", "--window", "65"], "argument --window: must be a whole number of frames from 1 to 64, not 65"),
+        (["--mode", "online", "--window", "3", "--stride", "4"], "--stride must be at most --window (3), not 4"),
+        (["--mode", "online", "--stride", "6"], "--stride must be at most --window (5), not 6"),
         (["--mode", "online", "--stride", "-1"], "argument --stride: must be a positive whole number, not -1"),
         (["--window", "4"], "--window and --stride are the online mode's: give --mode online"),
         (["--mode", "offline", "--stride", "1"], "--window and --stride are the online mode's: give --mode online"),
         (["--mode", "live"], "argument --mode: invalid choice: 'live'"),
     ],
-    ids=["window_0", "stride_over_window", "stride_over_default_window", "stride_negative", "window_offline",
+    ids=["window_0", "window_over_64", "stride_over_window", "stride_over_default_window", "stride_negative", "window_offline",
          "stride_offline", "mode_unknown"],
 )  # fmt: skip
 def test_online_settings_on_the_command_line_are_refused_in_one_line(

@@ -27,9 +27,11 @@ from accelerate.utils import gather_object
 from modeling_avis.entry_point import (
     OneLineArgumentParser,
     image_size,
+    online_settings,
     positive_int,
     run_command,
     score_threshold,
+    window_frames,
 )
 from modeling_avis.inference_avis import AvisVideoSegmenter
 from modeling_avis.loading import load_model, load_processor
@@ -145,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--window",
-        type=positive_int,
+        type=window_frames,
         help=f"online mode: frames per window (default: {AvisOnlineSettings.window_size})",
     )
     parser.add_argument(
@@ -156,11 +158,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.online = None
     if args.mode == "online":
-        window = AvisOnlineSettings.window_size if args.window is None else args.window
-        stride = AvisOnlineSettings.stride if args.stride is None else args.stride
-        if stride > window:
-            parser.error(f"argument --stride: must be from 1 to the window size ({window}), not {stride}")
-        args.online = AvisOnlineSettings(window_size=window, stride=stride)
+        args.online = online_settings(
+            AvisOnlineSettings.window_size if args.window is None else args.window,
+            AvisOnlineSettings.stride if args.stride is None else args.stride,
+        )
     elif args.window is not None or args.stride is not None:
         parser.error("--window and --stride are the online mode's: give --mode online")
     return args
