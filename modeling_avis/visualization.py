@@ -80,7 +80,7 @@ class OverlayDrawing:
             mask, layer = mask[box], rgba[box]
             colour = track_colour(track.track_id)
             layer[mask] = (*colour, round(255 * FILL_OPACITY))
-            layer[_contour(mask, thickness=max(2, self.height // 180))] = (*colour, 255)
+            layer[contour(mask, contour_thickness(self.height))] = (*colour, 255)
             labels.append((f"[{track.track_id}] {track.label_name} {track.score:.2f}", colour, cols[0], rows[0]))
         canvas = Image.fromarray(rgba)  # (H, W, 4) uint8 is RGBA
         draw = ImageDraw.Draw(canvas)
@@ -457,7 +457,12 @@ def _add_aac_stream(output: av.container.OutputContainer, audio_in: av.audio.str
     return output.add_stream("aac", rate=rate, layout=layout)
 
 
-def _contour(mask: np.ndarray, thickness: int) -> np.ndarray:
+def contour_thickness(height: int) -> int:
+    """How thick an instance's contour is drawn on a frame `height` pixels high."""
+    return max(2, height // 180)
+
+
+def contour(mask: np.ndarray, thickness: int) -> np.ndarray:
     """The pixels of `mask` within `thickness` of its edge."""
     return mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=0)
 
@@ -471,6 +476,8 @@ __all__ = [
     "OverlayDrawing",
     "OverlayLayer",
     "OverlayPainter",
+    "contour",
+    "contour_thickness",
     "render_overlay",
     "sample_index",
     "track_colour",
