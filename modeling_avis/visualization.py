@@ -102,11 +102,14 @@ class OverlayDrawing:
 
 class OverlayLayer:
     """One sampled frame's RGBA overlay, cropped to where it is not transparent, blended into the source frames that
-    show it: `layer(image) -> painted image` (the same image where the overlay is empty)."""
+    show it: `layer(image) -> painted image` (the same image where the overlay is empty), or into a decoded yuv420p
+    frame's planes as they are (`paint_yuv420p`: no conversion to RGB and back, which costs more than the encoding)."""
 
     def __init__(self, rgba: np.ndarray):
         rows, cols = np.nonzero(rgba[..., 3].any(axis=1))[0], np.nonzero(rgba[..., 3].any(axis=0))[0]
         self.box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if len(rows) else None
+        self._rgba = rgba
+        self._yuv = None
         if self.box is not None:
             self.colour = rgba[self.box][..., :3].astype(np.float32)
             self.opacity = rgba[self.box][..., 3:] / np.float32(255)
@@ -118,6 +121,46 @@ class OverlayLayer:
         box = image[self.box]
         painted[self.box] = np.rint(box + (self.colour - box) * self.opacity).astype(np.uint8)
         return painted
+
+    def paint_yuv420p(self, planes: np.ndarray) -> np.ndarray:
+        """`planes`: a frame of even size as `VideoFrame.to_ndarray(format="yuv420p")` gives it ((3H/2, W): Y, then
+        U and V at half size), with the overlay blended in as the RGB blend then the encoder's conversion would
+        give it (BT.601 limited range; each chroma sample takes the mean of its 2x2 pixels' blend)."""
+        if self.box is None:
+            return planes
+        if self._yuv is None:
+            self._yuv = _yuv420p_layer(self._rgba, self.box)
+        (rows, cols), luma, alpha, (chroma_rows, chroma_cols), chroma, chroma_alpha = self._yuv
+        height, width = planes.shape[0] * 2 // 3, planes.shape[1]
+        painted = planes.copy()
+        y = painted[:height]
+        y[rows, cols] = np.rint(y[rows, cols] + (luma - y[rows, cols]) * alpha).astype(np.uint8)
+        for index in range(2):
+            start = height + index * height // 4
+            plane = painted[start : start + height // 4].reshape(height // 2, width // 2)
+            box = plane[chroma_rows, chroma_cols]
+            plane[chroma_rows, chroma_cols] = np.rint(box * (1 - chroma_alpha) + chroma[index]).astype(np.uint8)
+        return painted
+
+
+def _yuv420p_layer(rgba: np.ndarray, box: tuple[slice, slice]):
+    """An overlay's luma, chroma and opacities within its box (widened to even bounds for the chroma)."""
+    rgb, alpha = rgba[..., :3].astype(np.float32), rgba[..., 3] / np.float32(255)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = 16 + (65.481 * red + 128.553 * green + 24.966 * blue) / 255
+    u = 128 + (-37.797 * red - 74.203 * green + 112.0 * blue) / 255
+    v = 128 + (112.0 * red - 93.786 * green - 18.214 * blue) / 255
+    top, bottom = box[0].start // 2 * 2, -(-box[0].stop // 2) * 2
+    left, right = box[1].start // 2 * 2, -(-box[1].stop // 2) * 2
+    even = (slice(top, bottom), slice(left, right))
+    half = (slice(top // 2, bottom // 2), slice(left // 2, right // 2))
+
+    def pooled(values: np.ndarray) -> np.ndarray:  # the mean of each 2x2 block
+        block = values[even]
+        return block.reshape(block.shape[0] // 2, 2, block.shape[1] // 2, 2).mean(axis=(1, 3))
+
+    chroma = (pooled(u * alpha), pooled(v * alpha))
+    return box, luma[box], alpha[box], half, chroma, pooled(alpha)
 
 
 NO_LAYER = OverlayLayer(np.zeros((0, 0, 4), dtype=np.uint8))
@@ -143,12 +186,26 @@ class OverlayPainter:
         return sample_index(self.timestamps, time)
 
     def __call__(self, image: np.ndarray, time: float) -> np.ndarray:
+        return self.layer(time)(image)
+
+    def layer(self, time: float) -> OverlayLayer:
+        """The overlay a source frame at `time` shows."""
         if not self.result.tracks or not self.timestamps:
-            return image
+            return NO_LAYER
         index = self.sample_index(time)
         if index != self._cached_index:
             self._cached_index, self._cached_layer = index, OverlayLayer(self.draw_overlay(index))
-        return self._cached_layer(image)
+        return self._cached_layer
+
+    def paint_frame(self, frame: av.VideoFrame, time: float, size: tuple[int, int]) -> av.VideoFrame | np.ndarray:
+        """A decoded source frame painted: in its own yuv420p planes where it has them, upright and at `size` (the
+        video's (width, height)), else as `self(frame_to_rgb(frame, size), time)`."""
+        upright = not round((frame.rotation or 0) / 90) % 4
+        if frame.format.name == "yuv420p" and upright and (frame.width, frame.height) == tuple(size):
+            if frame.width % 2 == 0 and frame.height % 2 == 0:
+                planes = self.layer(time).paint_yuv420p(frame.to_ndarray(format="yuv420p"))
+                return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        return self(frame_to_rgb(frame, size), time)
 
     def draw_overlay(self, index: int) -> np.ndarray:
         """RGBA (H, W, 4) uint8 overlay of sampled frame `index` (see `OverlayDrawing`)."""
@@ -204,7 +261,10 @@ def transcode(
                 if isinstance(frame, av.AudioFrame):
                     encoder.audio(frame, time)
                     continue
-                encoder.video(paint(frame_to_rgb(frame, video.decoded_size), time), time)
+                if isinstance(paint, OverlayPainter):
+                    encoder.video(paint.paint_frame(frame, time, video.decoded_size), time)
+                else:
+                    encoder.video(paint(frame_to_rgb(frame, video.decoded_size), time), time)
                 frames_done += 1
                 if progress is not None:
                     progress(min(frames_done / expected_frames, 1.0), description)
@@ -399,11 +459,15 @@ class _OverlayEncoder:
         self.audio_out = _add_aac_stream(output, audio) if audio is not None else None
         self._last_pts: int | None = None
 
-    def video(self, image: np.ndarray, time: float) -> None:
-        """An upright (h, w, 3) uint8 RGB frame shown from `time` seconds."""
+    def video(self, image: np.ndarray | av.VideoFrame, time: float) -> None:
+        """An upright (h, w, 3) uint8 RGB frame (or a frame of the output's size) shown from `time` seconds."""
         pts = round(time / self.time_base)
         self._last_pts = pts if self._last_pts is None else max(pts, self._last_pts + 1)
-        painted = av.VideoFrame.from_ndarray(_even(image, self.height, self.width), format="rgb24")
+        painted = (
+            image
+            if isinstance(image, av.VideoFrame)
+            else av.VideoFrame.from_ndarray(_even(image, self.height, self.width), format="rgb24")
+        )
         painted.pts, painted.time_base = self._last_pts, self.time_base
         self._encode(self.video_out, painted)
 
