@@ -44,7 +44,9 @@ SHAPE_EXAMPLES = [EXAMPLE_FOLDER / f"shapes_{name}.mp4" for name in ("duet", "so
 REAL_EXAMPLES = [EXAMPLE_FOLDER / "clarinet_guitar_540x360.mp4", EXAMPLE_FOLDER / "dogs_640x360.mp4"]
 
 # How often the page's progress line is brought up to date while an analysis runs.
-PROGRESS_SECONDS = 0.5
+PROGRESS_SECONDS = 0.2
+
+DONE = "**Done: 100 %**"
 
 INTRO = """# AVIS: which objects are making the sound?
 Upload a video with its sound (mp4, webm, mov or mkv) or pick an example: AVISM finds, segments and tracks every
@@ -159,7 +161,7 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
             frame_index: gr.Slider(maximum=max(analysis.num_frames - 1, 1), value=0, visible=analysis.num_frames > 0),
             frame_view: frame_picture(analysis.run, session, shown, 0, analysis.objects),
             notice: gr.Markdown(EMBEDDED_NOTICE, visible=analysis.embedded),
-            progress_line: "**Done**: 100 %",
+            progress_line: DONE,
             run_state: analysis.run,
         }
 
@@ -189,7 +191,7 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
                         overlay: str(files.overlay_path),
                         downloads: files.paths(),
                         frame_view: frame_picture(run, session, shown, index, choices),
-                        progress_line: "**Done**: 100 %",
+                        progress_line: DONE,
                     }
                 else:
                     yield {progress_line: update}
@@ -210,11 +212,18 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
         it is (a line of Markdown) whenever that changed, every PROGRESS_SECONDS, and last `Finished(its value)`;
         its errors come out as gr.Errors (one line)."""
         cancelled = threading.Event()
+        passed: list[str] = []  # the stages so far, the last one running
         stage = ["**Waiting for a free analysis slot**"]
 
         def report(fraction: float, description: str) -> None:
-            stage[0] = f"**{description}**: {fraction:.0%}"
             progress(fraction, desc=description)
+            if description == "Done":  # the model's end, not the analysis's: what it does next is shown instead
+                return
+            if not passed or passed[-1] != description:
+                passed.append(description)
+            stage[0] = " · ".join(
+                [*(f"{name} ✓" for name in passed[:-1]), f"**{description}: {round(100 * fraction)} %**"]
+            )
 
         try:
             with slots.tracking(session, cancelled):
@@ -374,6 +383,7 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
             ],
             api_name="analyse",
             concurrency_limit=settings.concurrency_limit,
+            show_progress_on=[overlay],  # the progress line is the page's own
         )  # fmt: skip
         # only the visitor's own ticking (not the analysis filling the list) draws the objects again
         redraw = objects.input(
@@ -382,6 +392,7 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
             outputs=[overlay, downloads, frame_view, progress_line],
             api_name="show_objects",
             trigger_mode="always_last",
+            show_progress_on=[overlay],
             concurrency_limit=settings.concurrency_limit,
         )
         frame_index.input(

@@ -46,8 +46,9 @@ from .summary import instance_table, timeline_figure
 # The results JSON is a run's last file: a run folder with one is complete.
 RESULTS_SUFFIX = "_avis_results.json"
 MASKS_SUFFIX = "_avis_masks.zip"
-# JPEG quality of the sampled frames kept for the frame viewer (a few tens of kB each at 360p).
-FRAME_QUALITY = 90
+# How the sampled frames kept for the frame viewer are written: JPEG without chroma subsampling (tens of kB a
+# frame at 360p; a frame's colours stay within a few levels of the source's).
+FRAME_JPEG = {"quality": 95, "subsampling": 0}
 GONE = "These results are no longer on the server: analyse the video again."
 
 
@@ -320,7 +321,7 @@ class _FrameKeeper:
         if timestamps:
             index = self.painter.sample_index(time)
             if index not in self._kept and time >= timestamps[index] - TIME_TOLERANCE:
-                Image.fromarray(image).save(_frame_path(self.folder.parent, index), quality=FRAME_QUALITY)
+                Image.fromarray(image).save(_frame_path(self.folder.parent, index), **FRAME_JPEG)
                 self._kept.add(index)
         return self.painter(image, time)
 
