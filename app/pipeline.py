@@ -209,8 +209,9 @@ class AnalysisService:
         folder.mkdir()
         try:
             downloads = _write_downloads(
-                kept.video, _only(kept.result, shown), folder, kept.stem, kept.limit, _cancellable(progress, cancelled)
-            )
+                kept.video, _only(kept.result, shown), folder, kept.stem, kept.limit,
+                _cancellable(progress, cancelled), sound_of=kept.folder / f"{kept.stem}_avis.mp4",
+            )  # fmt: skip
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -293,14 +294,16 @@ def _write_downloads(
     limit: float,
     report: ProgressFn,
     frames: Path | None = None,
+    sound_of: Path | None = None,
 ) -> Downloads:
-    """The overlay (and, into `frames`, each sampled frame as the model saw it), the results JSON, the masks zip."""
+    """The overlay (and, into `frames`, each sampled frame as the model saw it; with the sound of the overlay
+    `sound_of`, if given, copied), the results JSON, the masks zip."""
     downloads = Downloads(
         folder / f"{stem}_avis.mp4", folder / f"{stem}{RESULTS_SUFFIX}", folder / f"{stem}{MASKS_SUFFIX}"
     )
     painter = OverlayPainter(result)
     paint = painter if frames is None else _FrameKeeper(painter, frames)
-    transcode(video, downloads.overlay_path, paint, _stage(report, 0.0, 0.9), until=limit)
+    transcode(video, downloads.overlay_path, paint, _stage(report, 0.0, 0.9), until=limit, sound_of=sound_of)
     report(0.9, "Writing the masks")
     write_mask_zip(result, downloads.masks_path)
     write_results_json({1: result}, downloads.results_path)  # last: a run folder with it is complete

@@ -261,3 +261,17 @@ def test_a_yuv420p_frame_is_painted_in_its_planes_as_the_rgb_blend_and_conversio
     assert chroma.mean() < 0.5 and np.percentile(chroma, 99) <= 8
     # where nothing is drawn the source's planes are kept as they are (the RGB round trip loses a little)
     assert np.array_equal(fast_planes[:HEIGHT][~painted], source.to_ndarray(format="yuv420p")[:HEIGHT][~painted])
+
+
+def test_an_overlay_drawn_again_copies_the_first_ones_sound_packet_for_packet(tmp_path, video):
+    first, again = tmp_path / "first.mp4", tmp_path / "again.mp4"
+    render_overlay(video, result_with([[box_mask(10, 60, 10, 90)]], [0.0]), first, no_progress)
+    transcode(video, again, OverlayPainter(result_with([], [0.0])), no_progress, sound_of=first)
+
+    def sound(path):
+        with av.open(str(path)) as container:
+            assert [stream.type for stream in container.streams] == ["video", "audio"]
+            return [(packet.pts, bytes(packet)) for packet in container.demux(audio=0) if packet.size]
+
+    assert sound(again) == sound(first) and len(sound(first)) > 10
+    assert stream_summary(again)["video"]["frames"] == NUM_FRAMES
