@@ -159,7 +159,9 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
             ),
             legend: gr.HTML(_legend(analysis.objects), visible=bool(shown)),
             frame_index: gr.Slider(maximum=max(analysis.num_frames - 1, 1), value=0, visible=analysis.num_frames > 0),
-            frame_view: frame_picture(analysis.run, session, shown, 0, analysis.objects),
+            frame_view: frame_picture(analysis.run, session, shown, 0, analysis.objects)
+            if analysis.num_frames
+            else gr.AnnotatedImage(None, visible=False),
             notice: gr.Markdown(EMBEDDED_NOTICE, visible=analysis.embedded),
             progress_line: DONE,
             run_state: analysis.run,
@@ -170,7 +172,7 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
         colours = {choice.label: choice.colour for choice in choices}
         return gr.AnnotatedImage((picture, masks), color_map=colours, visible=True)
 
-    async def show_objects(run, shown, index, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+    async def show_objects(run, shown, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """The overlay and downloads again with only the ticked objects (no model run)."""
         if not run:
             raise gr.Error("Analyse a video first.", print_exception=False)
@@ -186,11 +188,9 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
 
             async for update in held(session, work, progress, "drawing the objects again"):
                 if isinstance(update, Finished):
-                    files, choices = update.value, service.objects(run, session)
                     yield {
-                        overlay: str(files.overlay_path),
-                        downloads: files.paths(),
-                        frame_view: frame_picture(run, session, shown, index, choices),
+                        overlay: str(update.value.overlay_path),
+                        downloads: update.value.paths(),
                         progress_line: DONE,
                     }
                 else:
@@ -388,12 +388,16 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
         # only the visitor's own ticking (not the analysis filling the list) draws the objects again
         redraw = objects.input(
             show_objects,
-            inputs=[run_state, objects, frame_index],
-            outputs=[overlay, downloads, frame_view, progress_line],
+            inputs=[run_state, objects],
+            outputs=[overlay, downloads, progress_line],
             api_name="show_objects",
             trigger_mode="always_last",
             show_progress_on=[overlay],
             concurrency_limit=settings.concurrency_limit,
+        )
+        # the frame viewer follows, once the overlay is back
+        redraw.success(
+            show_frame, inputs=[run_state, objects, frame_index], outputs=[frame_view], show_progress="hidden"
         )
         frame_index.input(
             show_frame,

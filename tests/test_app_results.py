@@ -156,18 +156,24 @@ def test_unticking_one_of_two_objects_redraws_a_60_s_clip_without_it_in_under_5_
     first = analysed(client, clip, "tiny", 0.05, 2)
     assert len(model_calls) == runs_before + 1 and [value for _, value in first["objects"]["choices"]] == [1, 2]
     before = json.loads(download(first, ".json").read_text())
+    # the server's answer, as the page gets it: links to the new files (the page plays the video as it comes)
+    page = Client(served, verbose=False, analytics_enabled=False, download_files=False)
+    page.session_hash = client.session_hash  # the same visitor
     start = time.perf_counter()
-    overlay, downloads, view, progress = client.predict([1], 30, api_name="/show_objects")
+    *_, progress = page.predict([1], api_name="/show_objects")
     seconds = time.perf_counter() - start
     print(f"the overlay of a 60 s 640x360 24 fps clip drawn again without one object in {seconds:.2f} s")
     assert seconds < 5 and len(model_calls) == runs_before + 1  # no model run
     assert progress == "**Done: 100 %**"
+    overlay, downloads, _ = client.predict([1], api_name="/show_objects")  # the same, downloaded
     # the downloads follow: the JSON and the zip hold object 1 only, as it was
     after = dict(zip(("overlay", "downloads"), (overlay, downloads), strict=True))
     assert json.loads(download(after, ".json").read_text()) == before[:1]
     with zipfile.ZipFile(download(after, "_masks.zip")) as archive:
         folders = {name.split("/")[0] for name in archive.namelist() if name.endswith(".png")}
     assert len(folders) == 1 and next(iter(folders)).startswith("01_")
+    # the frame viewer follows
+    view = client.predict([1], 30, api_name="/show_frame")
     assert [annotation["label"] for annotation in view["value"]["annotations"]] == [first["objects"]["choices"][0][0]]
     # the overlay: object 2's pixels (where object 1 is not) are the source's again, object 1's still painted
     k = 30
@@ -184,8 +190,11 @@ def test_unticking_one_of_two_objects_redraws_a_60_s_clip_without_it_in_under_5_
 
 def test_a_run_is_its_visitors_only(served, duet, tmp_path, tiny_model_folder):
     stranger = new_client(served, tmp_path / "stranger")
+    # another session's page holds no run, and no object to name
+    with pytest.raises(AppError, match=r"Value: 1 \(type: <class 'int'>\) is not in the list of choices: \[\]"):
+        stranger.predict([1, 2], api_name="/show_objects")
     with pytest.raises(AppError, match="Analyse a video first."):
-        stranger.predict([1, 2], 0, api_name="/show_objects")
+        stranger.predict([], api_name="/show_objects")
     # and in the service, a run is given to the session that made it only, and while it is kept
     models = tmp_path / "models"
     models.mkdir()
