@@ -240,11 +240,12 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
                             yield shown
                         await asyncio.wait([job], timeout=PROGRESS_SECONDS)
                     value = job.result()
-                except asyncio.CancelledError:
-                    cancelled.set()
-                    await asyncio.wait([job])  # stopped at its next chunk: only then may the queue start another
-                    job.exception()  # AnalysisCancelled, as expected
-                    raise
+                finally:
+                    # cancelled, or closed at a yield (gradio closes a generator whose page went away)
+                    if not job.done():
+                        cancelled.set()
+                        await asyncio.wait([job])  # stopped at its next chunk: only then may the queue start another
+                        job.exception()  # AnalysisCancelled, as expected
         except AnalysisCancelled:
             raise gr.Error("The analysis was cancelled.", print_exception=False) from None
         except AvisError as error:

@@ -29,8 +29,10 @@ from modeling_avis.results import write_mask_zip, write_results_json
 from modeling_avis.tracks import AvisVideoResult
 from modeling_avis.video_io import ProgressFn, VideoInfo
 from modeling_avis.visualization import (
+    FAST_X264_OPTIONS,
     FILL_OPACITY,
     TIME_TOLERANCE,
+    X264_OPTIONS,
     OverlayPainter,
     contour,
     contour_thickness,
@@ -303,7 +305,12 @@ def _write_downloads(
     )
     painter = OverlayPainter(result)
     paint = painter if frames is None else _FrameKeeper(painter, frames)
-    transcode(video, downloads.overlay_path, paint, _stage(report, 0.0, 0.9), until=limit, sound_of=sound_of)
+    # a redraw is waited for: it trades file size for time
+    options = X264_OPTIONS if sound_of is None else FAST_X264_OPTIONS
+    transcode(
+        video, downloads.overlay_path, paint, _stage(report, 0.0, 0.9), until=limit, sound_of=sound_of,
+        x264_options=options,
+    )  # fmt: skip
     report(0.9, "Writing the masks")
     write_mask_zip(result, downloads.masks_path)
     write_results_json({1: result}, downloads.results_path)  # last: a run folder with it is complete

@@ -41,6 +41,8 @@ AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100,
 
 # x264 quality: visually lossless for overlays, fast enough for two CPU cores.
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+# The same quality in a file about a third larger, encoded in half the time.
+FAST_X264_OPTIONS = {**X264_OPTIONS, "preset": "ultrafast"}
 # A live overlay's x264 has no lookahead and no B-frames: each frame's packet is written as the frame is painted
 # (else x264 holds ~10 frames back: 10 s of a stream at 1 fps).
 LIVE_X264_OPTIONS = {**X264_OPTIONS, "tune": "zerolatency"}
@@ -245,6 +247,7 @@ def transcode(
     until: float | None = None,
     description: str = "Rendering",
     sound_of: str | Path | None = None,
+    x264_options: dict[str, str] = X264_OPTIONS,
 ) -> None:
     """Re-encode `video` as an H.264 (yuv420p) + AAC mp4, passing every video frame, upright, through `paint`.
 
@@ -253,6 +256,8 @@ def transcode(
     until: keep only the frames (and sound) before this many seconds from the first video frame.
     sound_of: an earlier output of this function for the same video and `until`: its sound, the same, is copied
         packet for packet rather than encoded again (a fifth of the time of a 360p overlay).
+    x264_options: the picture's encoder settings (`FAST_X264_OPTIONS`: the same quality in larger files, for an
+        overlay wanted back in seconds).
     The picture's end is where its decoded frames end, never what the container's header says (a header can lie).
     The file appears at `destination` only once complete; a failure leaves nothing there.
     """
@@ -262,7 +267,7 @@ def transcode(
         with output, FileMedia(video) as media:
             encoder = _OverlayEncoder(
                 output, video.width, video.height, media.video_time_base, media.video_rate,
-                None if sound_of else media.audio, X264_OPTIONS, video.name,
+                None if sound_of else media.audio, x264_options, video.name,
             )  # fmt: skip
             # its stream after the picture's: players and tools take the first stream for the picture
             with _CopiedSound(sound_of, output) as copied:
@@ -580,6 +585,7 @@ def contour(mask: np.ndarray, thickness: int) -> np.ndarray:
 
 
 __all__ = [
+    "FAST_X264_OPTIONS",
     "FILL_OPACITY",
     "LIVE_SUFFIX",
     "PALETTE",
