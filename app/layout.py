@@ -2,7 +2,10 @@
 the outputs of one analysis, the offline mode) and Live (the visitor's webcam and microphone, analysed as they
 arrive, the online mode: `app.live`).
 
-Each analysis runs in a worker thread of its own; the page's handler waits for it. Stop (or a client's /cancel)
+Each analysis runs in a worker thread of its own; the page's handler waits for it, showing its stage and how far
+it is (`#progress`, every `PROGRESS_SECONDS`). Once it is done, the visitor may untick objects (the overlay and the
+downloads are made again without them, without the model: `AnalysisService.view`) and look at one sampled frame
+with its masks (the frame viewer). Stop (or a client's /cancel)
 cancels the handler: it tells the analysis to stop at its next chunk of frames and waits until it has, so the next
 analysis in the queue never runs beside it. A visitor who closes the tab gets the same (`unload`), and their live
 session ends. At most `concurrency_limit` analyses and live sessions hold a worker at once (`AnalysisSlots`), whatever
@@ -18,7 +21,8 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -27,7 +31,7 @@ from modeling_avis.errors import AvisError, AvisInputError
 
 from .live import FRAME_SECONDS, SOUND_SECONDS, STREAM_MARGIN_SECONDS, VIEW_TEMPLATE, LiveSessions
 from .models import DEFAULT_CHOICE
-from .pipeline import AnalysisCancelled, AnalysisService
+from .pipeline import Analysis, AnalysisCancelled, AnalysisService, ObjectChoice
 from .settings import AppSettings
 from .summary import TABLE_HEADERS
 from .uploads import UploadLedger
@@ -38,6 +42,11 @@ EXAMPLE_FOLDER = Path(__file__).parent / "examples"
 # Videos of the embedded default's synthetic world, and real AVISeg-like clips for a converted AVISM.
 SHAPE_EXAMPLES = [EXAMPLE_FOLDER / f"shapes_{name}.mp4" for name in ("duet", "solo", "silent")]
 REAL_EXAMPLES = [EXAMPLE_FOLDER / "clarinet_guitar_540x360.mp4", EXAMPLE_FOLDER / "dogs_640x360.mp4"]
+
+# How often the page's progress line is brought up to date while an analysis runs.
+PROGRESS_SECONDS = 0.2
+
+DONE = "**Done: 100 %**"
 
 INTRO = """# AVIS: which objects are making the sound?
 Upload a video with its sound (mp4, webm, mov or mkv) or pick an example: AVISM finds, segments and tracks every
@@ -52,6 +61,10 @@ python -m conversion.convert_avism AVISM_R50_IN.pth avism-r50 --preset r50_image
     --push-to-hub you/avism-r50
 AVIS_DEFAULT_MODEL=you/avism-r50 python app.py      # or a folder; a Space sets AVIS_DEFAULT_MODEL
 ```"""
+
+EMBEDDED_NOTICE = """> ⚠️ **This answer is the embedded sounding-shapes model's.** It knows four synthetic shapes (circles, squares,
+> triangles and diamonds) and their four sounds, nothing of real scenes: on a real video its answer means nothing.
+> For real videos, serve a converted AVISM (see the end of the page)."""
 
 LIVE_INTRO = """Your webcam and microphone, streamed to the server and analysed as they arrive (the online mode: each
 frame's masks as soon as the second of sound after it is in). Start both, the model listens as it looks: each
@@ -102,58 +115,149 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
     async def run(video_path, model, fps, score_threshold, max_instances, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         if not video_path:
             raise gr.Error("Upload a video or pick an example first.", print_exception=False)
+        session = request.session_hash or ""
         with uploads.using(video_path):
             if not Path(video_path).is_file():
                 raise gr.Error(
                     "This upload is no longer on the server: upload the video again.", print_exception=False
                 )
-            return await analyse(video_path, model, fps, score_threshold, max_instances, request, progress)
 
-    async def analyse(video_path, model, fps, score_threshold, max_instances, request, progress):
-        cancelled = threading.Event()
+            def work(report, cancelled):
+                name, outcome = Path(video_path).name, "failed"
+                logger.info("analysis of %s started at %.3f", name, time.monotonic())
+                try:
+                    analysis = service.analyse(
+                        video_path, model, float(fps), float(score_threshold), int(max_instances), report,
+                        cancelled, session,
+                    )  # fmt: skip
+                    outcome = "done"
+                    return analysis
+                except AnalysisCancelled:
+                    outcome = "cancelled"
+                    raise
+                finally:
+                    logger.info("analysis of %s ended at %.3f (%s)", name, time.monotonic(), outcome)
+
+            async for update in held(session, work, progress, "analysing this video"):
+                if isinstance(update, Finished):
+                    yield finished_outputs(update.value, session)
+                else:
+                    yield {progress_line: update}
+
+    def finished_outputs(analysis: Analysis, session: str) -> dict:
+        shown = [choice.track_id for choice in analysis.objects]
+        return {
+            overlay: str(analysis.overlay_path),
+            status: analysis.status,
+            table: analysis.table,
+            timeline: analysis.timeline,
+            downloads: analysis.downloads.paths(),
+            objects: gr.CheckboxGroup(
+                choices=[(choice.label, choice.track_id) for choice in analysis.objects],
+                value=shown,
+                visible=bool(shown),
+            ),
+            legend: gr.HTML(_legend(analysis.objects), visible=bool(shown)),
+            frame_index: gr.Slider(maximum=max(analysis.num_frames - 1, 1), value=0, visible=analysis.num_frames > 0),
+            frame_view: frame_picture(analysis.run, session, shown, 0, analysis.objects)
+            if analysis.num_frames
+            else gr.AnnotatedImage(None, visible=False),
+            notice: gr.Markdown(EMBEDDED_NOTICE, visible=analysis.embedded),
+            progress_line: DONE,
+            run_state: analysis.run,
+        }
+
+    def frame_picture(run: str, session: str, shown: list[int], index: int, choices: list[ObjectChoice]):
+        picture, masks = service.frame(run, session, shown, index)
+        colours = {choice.label: choice.colour for choice in choices}
+        return gr.AnnotatedImage((picture, masks), color_map=colours, visible=True)
+
+    async def show_objects(run, shown, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        """The overlay and downloads again with only the ticked objects (no model run)."""
+        if not run:
+            raise gr.Error("Analyse a video first.", print_exception=False)
+        session, shown = request.session_hash or "", [int(track_id) for track_id in shown or []]
+        try:
+            source = service.source(run, session)
+        except AvisError as error:
+            raise gr.Error(_one_line(str(error)), print_exception=False) from None
+        with uploads.using(source):
+
+            def work(report, cancelled):
+                return service.view(run, session, shown, report, cancelled)
+
+            async for update in held(session, work, progress, "drawing the objects again"):
+                if isinstance(update, Finished):
+                    yield {
+                        overlay: str(update.value.overlay_path),
+                        downloads: update.value.paths(),
+                        progress_line: DONE,
+                    }
+                else:
+                    yield {progress_line: update}
+
+    def show_frame(run, shown, index, request: gr.Request):
+        """Sampled frame `index` with the masks of the ticked objects."""
+        if not run:
+            return gr.skip()
         session = request.session_hash or ""
+        try:
+            choices = service.objects(run, session)
+            return frame_picture(run, session, [int(track_id) for track_id in shown or []], int(index), choices)
+        except AvisError as error:
+            raise gr.Error(_one_line(str(error)), print_exception=False) from None
 
-        def work():
-            name, outcome = Path(video_path).name, "failed"
-            logger.info("analysis of %s started at %.3f", name, time.monotonic())
-            try:
-                analysis = service.analyse(
-                    video_path, model, float(fps), float(score_threshold), int(max_instances),
-                    lambda fraction, description: progress(fraction, desc=description), cancelled.is_set,
-                )  # fmt: skip
-                outcome = "done"
-                return analysis
-            except AnalysisCancelled:
-                outcome = "cancelled"
-                raise
-            finally:
-                logger.info("analysis of %s ended at %.3f (%s)", name, time.monotonic(), outcome)
+    async def held(session: str, work: Callable, progress: gr.Progress, doing: str) -> AsyncIterator:
+        """Runs `work(report, cancelled)` in a worker thread holding an analysis slot: yields its stage and how far
+        it is (a line of Markdown) whenever that changed, every PROGRESS_SECONDS, and last `Finished(its value)`;
+        its errors come out as gr.Errors (one line)."""
+        cancelled = threading.Event()
+        passed: list[str] = []  # the stages so far, the last one running
+        stage = ["**Waiting for a free analysis slot**"]
+
+        def report(fraction: float, description: str) -> None:
+            progress(fraction, desc=description)
+            if description == "Done":  # the model's end, not the analysis's: what it does next is shown instead
+                return
+            if not passed or passed[-1] != description:
+                passed.append(description)
+            stage[0] = " · ".join(
+                [*(f"{name} ✓" for name in passed[:-1]), f"**{description}: {round(100 * fraction)} %**"]
+            )
 
         try:
             with slots.tracking(session, cancelled):
                 # in this request's context, where gradio's progress finds its event (else it reports nothing)
                 context = contextvars.copy_context()
-                job = asyncio.get_running_loop().run_in_executor(None, context.run, slots.hold, work)
+                job = asyncio.get_running_loop().run_in_executor(
+                    None, context.run, slots.hold, lambda: work(report, cancelled.is_set)
+                )
+                shown = None
                 try:
-                    analysis = await asyncio.shield(job)
-                except asyncio.CancelledError:
-                    cancelled.set()
-                    await asyncio.wait([job])  # stopped at its next chunk: only then may the queue start another
-                    job.exception()  # AnalysisCancelled, as expected
-                    raise
+                    while not job.done():
+                        if stage[0] != shown:
+                            shown = stage[0]
+                            yield shown
+                        await asyncio.wait([job], timeout=PROGRESS_SECONDS)
+                    value = job.result()
+                finally:
+                    # cancelled, or closed at a yield (gradio closes a generator whose page went away)
+                    if not job.done():
+                        cancelled.set()
+                        await asyncio.wait([job])  # stopped at its next chunk: only then may the queue start another
+                        job.exception()  # AnalysisCancelled, as expected
         except AnalysisCancelled:
             raise gr.Error("The analysis was cancelled.", print_exception=False) from None
         except AvisError as error:
             raise gr.Error(_one_line(str(error)), duration=None, print_exception=False) from None
         except Exception:
-            logger.exception("analysis of %s failed", video_path)
+            logger.exception("%s failed", doing)
             raise gr.Error(
-                "Something went wrong while analysing this video; the server log has the details.",
+                f"Something went wrong while {doing}; the server log has the details.",
                 duration=None,
                 print_exception=False,
             ) from None
-        files = [str(analysis.overlay_path), str(analysis.results_path)]
-        return str(analysis.overlay_path), analysis.status, analysis.table, analysis.timeline, files
+        yield Finished(value)
 
     # Its inputs come unprocessed (the picture is checked before it is decoded: `read_picture`); the settings are
     # checked here as gradio checks them.
@@ -191,15 +295,16 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
                     gr.Examples(
                         examples=[[str(path)] for path in SHAPE_EXAMPLES],
                         inputs=[video],
-                        label="Sounding shapes (for the embedded default)",
+                        label="Sounding shapes (for the embedded sounding-shapes model)",
                         example_labels=[path.stem.replace("_", ": ") for path in SHAPE_EXAMPLES],
                     )
-                    gr.Examples(
-                        examples=[[str(path)] for path in REAL_EXAMPLES],
-                        inputs=[video],
-                        label="Real clips (for a converted AVISM; ACVIS clips, MIT)",
-                        example_labels=[path.stem.rsplit("_", 1)[0].replace("_", " ") for path in REAL_EXAMPLES],
-                    )
+                    if service.catalog.offers_a_real_model():  # the embedded model has no answer for them
+                        gr.Examples(
+                            examples=[[str(path)] for path in REAL_EXAMPLES],
+                            inputs=[video],
+                            label="Real clips (for a real AVISM, not the embedded shapes model; ACVIS clips, MIT)",
+                            example_labels=[path.stem.rsplit("_", 1)[0].replace("_", " ") for path in REAL_EXAMPLES],
+                        )
                     with gr.Accordion("Settings", open=True):
                         model = _model_choice(choices, "model")
                         fps = gr.Slider(
@@ -219,15 +324,30 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
                         button = gr.Button("Find the sounding objects", variant="primary", elem_id="run-button")
                         stop = gr.Button("Stop", elem_id="stop-button")
                 with gr.Column():
+                    progress_line = gr.Markdown(elem_id="progress")
+                    notice = gr.Markdown(visible=False, elem_id="notice")
                     overlay = gr.Video(label="Sounding objects", interactive=False, elem_id="overlay-video")
                     status = gr.Markdown(elem_id="status")
+                    objects = gr.CheckboxGroup(
+                        label="Objects shown (untick one to hide it in the overlay, the frames and the downloads)",
+                        visible=False,
+                        elem_id="objects",
+                    )
+                    legend = gr.HTML(visible=False, elem_id="legend")
+                    frame_index = gr.Slider(
+                        0, 1, value=0, step=1, label="Sampled frame", visible=False, elem_id="frame-index"
+                    )
+                    frame_view = gr.AnnotatedImage(
+                        label="The sampled frame and its masks", visible=False, elem_id="frame-view"
+                    )
                     table, timeline = _instance_table("instances"), _timeline("timeline")
                     downloads = gr.File(
-                        label="Downloads: overlay video and AVIS results JSON",
+                        label="Downloads: overlay video, AVIS results JSON, PNG masks (zip)",
                         file_count="multiple",
                         interactive=False,
                         elem_id="downloads",
                     )
+                    run_state = gr.State("")
         with gr.Tab("Live", id="live"):
             gr.Markdown(LIVE_INTRO.format(seconds=settings.max_video_seconds))
             with gr.Row():
@@ -258,11 +378,37 @@ def build_demo(settings: AppSettings, uploads: UploadLedger) -> gr.Blocks:
         analysis = button.click(
             run,
             inputs=[video, model, fps, score_threshold, max_instances],
-            outputs=[overlay, status, table, timeline, downloads],
+            outputs=[
+                overlay, status, table, timeline, downloads, objects, legend, frame_index, frame_view, notice,
+                progress_line, run_state,
+            ],
             api_name="analyse",
             concurrency_limit=settings.concurrency_limit,
+            show_progress_on=[overlay],  # the progress line is the page's own
+        )  # fmt: skip
+        # only the visitor's own ticking (not the analysis filling the list) draws the objects again
+        redraw = objects.input(
+            show_objects,
+            inputs=[run_state, objects],
+            outputs=[overlay, downloads, progress_line],
+            api_name="show_objects",
+            trigger_mode="always_last",
+            show_progress_on=[overlay],
+            concurrency_limit=settings.concurrency_limit,
         )
-        stop.click(None, cancels=[analysis])
+        # the frame viewer follows, once the overlay is back
+        redraw.success(
+            show_frame, inputs=[run_state, objects, frame_index], outputs=[frame_view], show_progress="hidden"
+        )
+        frame_index.input(
+            show_frame,
+            inputs=[run_state, objects, frame_index],
+            outputs=[frame_view],
+            api_name="show_frame",
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
+        stop.click(None, cancels=[analysis, redraw])
         # gradio's queue ends a stream after `time_limit` and the page joins it again, behind any stream waiting
         stream_limit = math.ceil(settings.max_video_seconds) + STREAM_MARGIN_SECONDS
         webcam.stream(
@@ -327,6 +473,24 @@ def _instance_table(elem_id: str) -> gr.Dataframe:
 
 def _timeline(elem_id: str) -> gr.Plot:
     return gr.Plot(label="When each instance sounds", show_label=False, elem_id=elem_id)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a held work gave, once it is done (see `held`)."""
+
+    value: object
+
+
+def _legend(choices: list[ObjectChoice]) -> str:
+    """Each object's colour in the overlay, beside its label."""
+    items = "".join(
+        f'<span style="margin-right:1em"><span style="display:inline-block;width:0.9em;height:0.9em;'
+        f'background:{choice.colour};border:1px solid #000;vertical-align:middle"></span> {html.escape(choice.label)}'
+        "</span>"
+        for choice in choices
+    )
+    return f"<div>{items}</div>"
 
 
 def _one_line(message: str) -> str:

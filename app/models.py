@@ -19,6 +19,7 @@ import httpx
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
+from modeling_avis.__main__ import DEFAULT_MODEL_FOLDERS
 from modeling_avis.errors import AvisError
 from modeling_avis.inference_avis import AvisVideoSegmenter
 from modeling_avis.loading import HUB_ID, load_config, load_processor
@@ -78,6 +79,18 @@ class ModelCatalog:
         """The default model's score threshold (the page's starting value), from its processor's config."""
         location = self.settings.default_model
         return load_processor(location, load_config(location)).score_threshold
+
+    def is_embedded(self, choice: str) -> bool:
+        """Whether the choice is the embedded sounding-shapes model (which knows shapes, not real scenes)."""
+        try:
+            location = self.location(choice)
+        except ModelUnavailable:
+            return False
+        return any(Path(location).resolve() == folder.resolve() for folder in DEFAULT_MODEL_FOLDERS)
+
+    def offers_a_real_model(self) -> bool:
+        """Whether a visitor may pick a model other than the embedded one (a converted AVISM, say)."""
+        return len(self.choices()) > 1 or self.accepts_typed_hub_ids() or not self.is_embedded(DEFAULT_CHOICE)
 
     def accepts_typed_hub_ids(self) -> bool:
         return "*" in self.settings.hub_models

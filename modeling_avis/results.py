@@ -1,15 +1,19 @@
-"""From tracks to files: the AVIS results JSON and a per-track summary.
+"""From tracks to files: the AVIS results JSON, per-object PNG masks in a zip, and a per-track summary.
 
 The results JSON is the benchmark's prediction format (`avism/data/avis_eval.py::instances_to_coco_json_video` of the
 original): a list with one entry per predicted track, `{video_id, score, category_id, segmentations}`, category ids
 1-based, one compressed RLE per frame and never null (an empty mask is encoded too, as the original writes it).
 """
 
+import io
 import json
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .outputs import atomic_file, write_text_atomically
 from .tracks import AvisTrack, AvisVideoResult
@@ -38,6 +42,25 @@ def write_results_json(results: Mapping[int, AvisVideoResult], path: str | Path)
                 file.write("]}")
                 separator = ", "
         file.write("]")
+
+
+def mask_png_name(track: AvisTrack, frame_index: int) -> str:
+    """Where a track's mask in one sampled frame lies in the masks zip: a folder per object, a file per frame."""
+    label = re.sub(r"[^\w-]+", "_", track.label_name) or "object"  # a class name is no path
+    return f"{track.track_id:02d}_{label}/frame_{frame_index:05d}.png"
+
+
+def write_mask_zip(result: AvisVideoResult, path: str | Path) -> None:
+    """Writes every track's mask in every sampled frame as a PNG (8-bit grey: 255 inside, 0 outside, at the
+    video's size) in a zip (`mask_png_name`), with `timestamps.json`: the seconds of each sampled frame. A mask
+    is decoded from the RLE the results JSON holds, so the two agree pixel for pixel."""
+    with atomic_file(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("timestamps.json", json.dumps([float(t) for t in result.timestamps]))
+        for track in result.tracks:
+            for index in range(result.num_frames):
+                png = io.BytesIO()
+                Image.fromarray(track.mask(index).astype(np.uint8) * 255).save(png, format="PNG", compress_level=1)
+                archive.writestr(mask_png_name(track, index), png.getvalue())
 
 
 def _entry_fields(track: AvisTrack, video_id: int) -> dict:
@@ -82,8 +105,10 @@ def write_track_summary(result: AvisVideoResult, path: str | Path) -> None:
 
 
 __all__ = [
+    "mask_png_name",
     "results_json_entries",
     "track_summary",
+    "write_mask_zip",
     "write_results_json",
     "write_track_summary",
 ]

@@ -1,6 +1,7 @@
 """The page in a real headless Chromium (Debian's `chromium`, as CI installs it), driven with playwright."""
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     open_and_upload(page, EXAMPLE)
     page.wait_for_function(OVERLAY_READY, timeout=120_000)
     played = page.evaluate(PLAY_OVERLAY)
-    assert abs(played["duration"] - 13.0) <= 1.0
+    assert abs(played["duration"] - 9.0) <= 1.0
     assert (played["width"], played["height"]) == (384, 288)
     assert played["audioBytes"] > 0 and played["played"] > 0.5
     status = page.inner_text("#status")
@@ -77,10 +78,13 @@ def test_uploaded_video_comes_back_as_a_playable_overlay_with_sound(page):
     assert table_rows >= 1
     links = page.locator("#downloads a[download]")
     names = [links.nth(k).get_attribute("download") for k in range(links.count())]
-    assert names == ["shapes_duet_avis.mp4", "shapes_duet_avis_results.json"]
+    assert names == ["shapes_duet_avis.mp4", "shapes_duet_avis_results.json", "shapes_duet_avis_masks.zip"]
     results = page.request.get(links.nth(1).get_attribute("href")).json()
     assert len(results) == table_rows
-    assert all(len(entry["segmentations"]) == 13 for entry in results)
+    assert all(len(entry["segmentations"]) == 9 for entry in results)
+    # the embedded model answered: the notice above the result says what it knows
+    assert "This answer is the embedded sounding-shapes model's." in page.inner_text("#notice")
+    assert page.locator("#objects input[type=checkbox]").count() == table_rows
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -115,6 +119,44 @@ def test_leaving_the_page_stops_its_analysis_within_seconds(page, tmp_path, capl
         assert time.monotonic() - left < 10, "the analysis went on after the visitor left"
         time.sleep(0.1)
     assert time.monotonic() - left < 6 and "(cancelled)" in caplog.text
+
+
+# The page's progress line ends with the running stage and how far the analysis is ("... · Rendering: 82 %").
+PROGRESS = re.compile(r"(?P<stage>[A-Z][a-z ]+): (?P<percent>\d+) %$")
+
+
+def test_a_60_s_analysis_shows_its_stages_and_how_far_it_is(page, tmp_path):
+    minute = write_video(tmp_path / "minute.mp4", width=640, height=360, fps=24, num_frames=24 * 60, hold=24)
+    open_and_upload(page, minute)
+    seen, deadline = [], time.monotonic() + 300
+    while not page.evaluate(OVERLAY_READY):
+        assert time.monotonic() < deadline, f"no overlay after 300 s; the page showed {seen}"
+        text = page.inner_text("#progress").strip()
+        if text and (not seen or seen[-1] != text):
+            seen.append(text)
+        time.sleep(0.1)
+    stages = [match.group("stage") for text in seen if (match := PROGRESS.search(text))]
+    print(f"the progress line showed {len(seen)} texts, the stages {list(dict.fromkeys(stages))}")
+    assert len(set(stages) - {"Done"}) >= 3, seen
+    percents = [int(PROGRESS.search(text).group("percent")) for text in seen if PROGRESS.search(text)]
+    assert percents == sorted(percents) and len(set(percents)) >= 5 and seen[-1] == "Done: 100 %"
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+
+
+def test_unticking_an_object_draws_the_page_again_without_it(page):
+    open_and_upload(page, EXAMPLE)
+    page.wait_for_function(OVERLAY_READY, timeout=120_000)
+    before = page.locator("#overlay-video video").get_attribute("src")
+    labels = page.locator("#objects label")
+    assert labels.count() == 2 and page.locator("#frame-view img").count() >= 1
+    labels.nth(1).click()
+    page.wait_for_function(
+        f"() => document.querySelector('#overlay-video video')?.getAttribute('src') !== {before!r}", timeout=60_000
+    )
+    page.wait_for_function(OVERLAY_READY, timeout=60_000)
+    links = page.locator("#downloads a[download]")
+    results = page.request.get(links.nth(1).get_attribute("href")).json()
+    assert len(results) == 1
 
 
 def test_corrupt_upload_shows_its_error_in_the_page(page, tmp_path):

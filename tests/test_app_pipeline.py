@@ -189,12 +189,16 @@ def test_a_long_video_is_cut_with_a_message_and_its_run_keeps_only_its_results(t
         analysis.table
     )
     assert sorted(path.name for path in analysis.overlay_path.parent.iterdir()) == [
-        "long_avis.mp4", "long_avis_results.json"
+        "frames", "long_avis.mp4", "long_avis_masks.zip", "long_avis_results.json"
     ]  # fmt: skip
-    assert stages[0] == "Reading the video" and stages[-1] == "Rendering"
-    assert ["Loading the model", "Reading the audio", "Decoding and encoding frames", "Drawing masks"] == [
-        stage for stage in dict.fromkeys(stages) if stage not in ("Reading the video", "Rendering", "Done")
-    ]
+    assert sorted(path.name for path in (analysis.overlay_path.parent / "frames").iterdir()) == [
+        "frame_00000.jpg", "frame_00001.jpg"
+    ]  # fmt: skip
+    assert stages[0] == "Reading the video" and stages[-1] == "Writing the masks"
+    assert list(dict.fromkeys(stages)) == [
+        "Reading the video", "Loading the model", "Reading the audio", "Decoding and encoding frames",
+        "Drawing masks", "Done", "Rendering", "Writing the masks",
+    ]  # fmt: skip
 
 
 def test_a_video_without_audio_is_analysed_and_the_page_says_so(tmp_path, service):

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app.layout import EXAMPLE_FOLDER
+from app.layout import EXAMPLE_FOLDER, SHAPE_EXAMPLES
 from modeling_avis.outputs import PARTIAL
 
 from . import media_corpus
@@ -134,13 +134,19 @@ def test_after_many_runs_with_failures_and_cancels_only_the_newest_results_are_k
         f"20 runs: {len(runs)} results kept (at most {KEPT_RESULTS}), {sum(len(list(run.iterdir())) for run in runs)} files"
     )
     assert len(runs) <= KEPT_RESULTS
-    assert all(sorted(path.suffix for path in run.iterdir()) == [".json", ".mp4"] for run in runs)
+    # each: the overlay, the results JSON, the masks zip, and its sampled frames (for the frame viewer)
+    assert all(sorted(path.suffix for path in run.iterdir()) == ["", ".json", ".mp4", ".zip"] for run in runs)
     files = [path for path in cache.rglob("*") if path.is_file()]
     assert not [path for path in files if PARTIAL in path.name or path.name.startswith(".")]
-    # besides the kept results: the app's examples (served from the cache), and one copy of each distinct upload
+    # besides the kept results: the app's examples the page offers (served from the cache), and one copy of each distinct upload
     # that is none of them (the corrupt file, the long video, and the first test's hour of sound)
-    examples = {path.name for path in EXAMPLE_FOLDER.glob("*.mp4")}
+    examples = {path.name for path in SHAPE_EXAMPLES}  # by default the page offers the shapes only
     others = [path for path in files if "avis" not in path.relative_to(cache).parts]
+    # and the frame viewer's mask layers (gradio's AnnotatedImage writes them, named by their content, and its
+    # delete_cache removes them): the example's two objects in its first frame, the same in every run
+    layers = [path for path in others if path.name == "image.png"]
+    assert 1 <= len(layers) <= 2
+    others = [path for path in others if path not in layers]
     assert {path.name for path in others} - examples == {"corrupt.mp4", long_video.name, "long_sound.mp4"}
     assert len(others) == len(examples) + 3, others
     assert outcomes.count("done") == 11 and outcomes.count("refused") == 6  # and 3 cancelled

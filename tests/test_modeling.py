@@ -173,7 +173,7 @@ def test_the_shipped_default_model_segments_a_video_through_the_pipeline_without
         assert "modeling_avis" not in sys.modules
         print(sorted(track.label_name for track in result.tracks))
     """
-    assert run_without_the_package(script, tmp_path).strip() == "['square', 'triangle']"
+    assert run_without_the_package(script, tmp_path).strip() == "['diamond', 'square']"
 
 
 def run_without_the_package(script: str, folder: Path) -> str:

@@ -241,3 +241,37 @@ def test_a_rotated_video_is_rendered_upright_at_the_size_of_its_masks(tmp_path):
     assert first.shape == (64, 48, 3)
     # The coded frame's marked top-left corner is bottom-left once the frame is upright.
     assert first[-8:, :8].mean() > 200 and first[:8, :8].mean() < 60
+
+
+def test_a_yuv420p_frame_is_painted_in_its_planes_as_the_rgb_blend_and_conversion_paint_it():
+    from .app_media import gradient_frame
+
+    source = av.VideoFrame.from_ndarray(gradient_frame(0, WIDTH, HEIGHT), format="rgb24").reformat(format="yuv420p")
+    # two overlapping instances, one of them at odd rows and columns (chroma samples half inside), with labels
+    painter = OverlayPainter(result_with([[box_mask(31, 120, 41, 203)], [box_mask(90, 181, 150, 291)]], [0.0]))
+    fast = painter.paint_frame(source, 0.0, (WIDTH, HEIGHT))
+    assert isinstance(fast, av.VideoFrame)  # painted in its planes, never through RGB
+    slow = av.VideoFrame.from_ndarray(painter(source.to_ndarray(format="rgb24"), 0.0), format="rgb24")
+    fast_planes, slow_planes = fast.to_ndarray(format="yuv420p"), slow.reformat(format="yuv420p").to_ndarray()
+    difference = np.abs(fast_planes.astype(int) - slow_planes.astype(int))
+    luma, chroma = difference[:HEIGHT], difference[HEIGHT:]
+    painted = painter.draw_overlay(0)[..., 3] > 0
+    assert luma[painted].mean() < 1.5 and np.percentile(luma[painted], 99) <= 4
+    # swscale filters chroma across a label's sharp edges a little otherwise than a 2x2 mean: a few levels there
+    assert chroma.mean() < 0.5 and np.percentile(chroma, 99) <= 8
+    # where nothing is drawn the source's planes are kept as they are (the RGB round trip loses a little)
+    assert np.array_equal(fast_planes[:HEIGHT][~painted], source.to_ndarray(format="yuv420p")[:HEIGHT][~painted])
+
+
+def test_an_overlay_drawn_again_copies_the_first_ones_sound_packet_for_packet(tmp_path, video):
+    first, again = tmp_path / "first.mp4", tmp_path / "again.mp4"
+    render_overlay(video, result_with([[box_mask(10, 60, 10, 90)]], [0.0]), first, no_progress)
+    transcode(video, again, OverlayPainter(result_with([], [0.0])), no_progress, sound_of=first)
+
+    def sound(path):
+        with av.open(str(path)) as container:
+            assert [stream.type for stream in container.streams] == ["video", "audio"]
+            return [(packet.pts, bytes(packet)) for packet in container.demux(audio=0) if packet.size]
+
+    assert sound(again) == sound(first) and len(sound(first)) > 10
+    assert stream_summary(again)["video"]["frames"] == NUM_FRAMES
