@@ -18,6 +18,7 @@ import torch
 
 from .config_ranges import IMAGE_PROCESSOR_RANGES
 from .errors import AvisError, one_line, printable
+from .loading import HUB_ID
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -156,6 +157,13 @@ def device(text: str) -> str:
     return text
 
 
+def hub_repository(text: str) -> str:
+    """A Hub repository id, owner/name."""
+    if not HUB_ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text}: not a Hub repository id (owner/name)")
+    return text
+
+
 def _whole_number(text: str, minimum: int, maximum: int | None, requirement: str) -> int:
     try:
         value = int(text)
@@ -192,6 +200,7 @@ __all__ = [
     "error_message",
     "fail",
     "fraction",
+    "hub_repository",
     "image_size",
     "non_negative_float",
     "non_negative_int",
