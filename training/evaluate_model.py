@@ -1,10 +1,12 @@
 """Run a model over every video of an AVISeg split and score it with the benchmark (FSLA, HOTA, mAP).
 
 python -m training.evaluate_model --model DIR --data ROOT --split val [--json results.json]
+python -m training.evaluate_model --model DIR --data clips/test.json      (an annotations file: its video files)
 accelerate launch -m training.evaluate_model ...   (the videos are shared out between the processes)
 
 Each video goes the way of every other: its frame folder (`<root>/<split>/JPEGImages/<video>/`, 1 frame per
-second, its sound beside it in FEATAudios or WAVAudios) through the model's processor and `AvisVideoSegmenter`,
+second, its sound beside it in FEATAudios or WAVAudios), or its video file sampled at the times of its annotated
+frames (`--data` an annotations file: see `training.data`), through the model's processor and `AvisVideoSegmenter`,
 as the app and the command line run it. The processor sets the test size (for the published models the original's:
 a shortest edge of 360 for ResNet-50, 448 for Swin-L, longest at most 1333), the top-k and the score threshold; the
 results JSON is the AVIS format, one compressed RLE per frame at the video's size.
@@ -26,20 +28,14 @@ from modeling_avis.outputs import check_output_file, check_outputs_apart, write_
 from modeling_avis.processing_avis import AvisProcessor
 from modeling_avis.results import results_json_entries
 from modeling_avis.runtime import configure_runtime
-from modeling_avis.video_io import AvisegVideoFiles
 
-from .data import AvisegVideo, load_aviseg_split
+from .data import AvisegVideo, annotations_path, load_aviseg_split, to_dataset_categories
 from .evaluation import evaluate_predictions, format_metrics_table
-
-# AVISeg's frames are sampled at 1 frame per second.
-AVISEG_FPS = 1.0
 
 
 def predict_split(
     model: AvisPreTrainedModel,
     processor: AvisProcessor,
-    data_root: str | Path,
-    split: str,
     videos: list[AvisegVideo],
     accelerator: Accelerator,
     mute_audio: bool = False,
@@ -52,12 +48,7 @@ def predict_split(
             entry
             for video in shard
             for entry in results_json_entries(
-                segmenter(
-                    AvisegVideoFiles.of(Path(data_root) / split, video.name).frames,
-                    fps=AVISEG_FPS,
-                    mute_audio=mute_audio,
-                ),
-                video.video_id,
+                segmenter(video.source, mute_audio=mute_audio, **video.sampling), video.video_id
             )
         ]
     model.train(was_training)
@@ -72,24 +63,29 @@ def evaluate_model(
     accelerator: Accelerator,
     mute_audio: bool = False,
 ) -> tuple[dict[str, float] | None, list[dict]]:
-    """(metrics, results) of a model on `<data_root>/<split>`; metrics on the main process only (None elsewhere).
+    """(metrics, results) of a model on a split (`<data_root>/<split>.json`, or `data_root` an annotations file);
+    metrics on the main process only (None elsewhere).
 
     model: an AVISM (`AvisModel` or `AvisForAudioVisualInstanceSegmentation`, unwrapped) on the accelerator's
     device; processor: its processor (test size, threshold); mute_audio: give every video silence.
     """
     videos = load_aviseg_split(data_root, split)
-    results = predict_split(model, processor, data_root, split, videos, accelerator, mute_audio)
+    ground_truth = annotations_path(data_root, split)
+    results = predict_split(model, processor, videos, accelerator, mute_audio)
+    results = to_dataset_categories(results, getattr(model, "config", None), ground_truth)
     metrics = None
     if accelerator.is_main_process:
-        metrics = evaluate_predictions(Path(data_root) / f"{split}.json", results)
+        metrics = evaluate_predictions(ground_truth, results)
     return metrics, results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineArgumentParser(prog="python -m training.evaluate_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (save_pretrained of AVISM)")
-    parser.add_argument("--data", required=True, help="the AVISeg root: <root>/<split>.json, <root>/<split>/...")
-    parser.add_argument("--split", default="val", help="the split to evaluate (default: val)")
+    parser.add_argument(
+        "--data", required=True, help="an annotations file (its video files beside it), or an AVISeg root"
+    )
+    parser.add_argument("--split", default="val", help="the split of an AVISeg root to evaluate (default: val)")
     parser.add_argument("--json", metavar="RESULTS.json", help="write the AVIS results JSON here")
     parser.add_argument("--metrics-json", metavar="METRICS.json", help="write the metrics here")
     parser.add_argument(
@@ -119,8 +115,8 @@ def evaluate_from_command_line(args: argparse.Namespace) -> None:
     ]
     for _, path in outputs:
         check_output_file(path)
-    data = Path(args.data)
-    check_outputs_apart(outputs, [data / f"{args.split}.json", data / args.split, *Path(args.model).glob("*")])
+    annotations = annotations_path(args.data, args.split)
+    check_outputs_apart(outputs, [annotations, annotations.with_suffix(""), *Path(args.model).glob("*")])
     configure_runtime()
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     model = load_model(args.model, device=accelerator.device)
