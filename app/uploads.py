@@ -6,7 +6,11 @@ uploads kept on disk, every visitor's together, stay under `upload_total_bytes`.
 arrive, whatever the request's headers declare (a chunked request declares no length). An upload over a bound is
 refused in one line, 429 for the visitor's bounds and 413 for the server's, and gradio's parser removes what it had
 written of it; so does an upload whose sender goes away part-way. Uploads are removed `upload_seconds` after they
-arrive (results stay `result_seconds`), unless an analysis is reading them (`UploadLedger.using`).
+arrive (results stay `result_seconds`), unless an analysis is reading them (`UploadLedger.using`). The Live tab's
+microphone uploads a chunk of sound (one small `audio.wav`) every fraction of a second: such a chunk counts in its
+visitor's bytes but not among their files, and is removed as soon as a live session has read it
+(`UploadLedger.consume`), or after `SOUND_CHUNK_SECONDS` (gradio drops the chunks of a stream that come while the server
+is busy with the one before: those are never read).
 
 Every other request carries at most `MAX_REQUEST_BYTES` and names no file by a link: gradio would download a linked
 file into its cache, whatever its size, outside these bounds. The screen-recording route, which the page does not
@@ -45,6 +49,12 @@ REFUSED_ROUTES = ("/gradio_api/process_recording",)
 MAX_REQUEST_BYTES = 1 << 20
 # Seconds between two removals of stale uploads.
 PRUNE_SECONDS = 30
+# A chunk of the Live tab's microphone, as gradio's page uploads it; the largest taken is 5 s of 48 kHz stereo 16-bit
+# PCM (a chunk is a fraction of a second).
+SOUND_CHUNK_NAME = "audio.wav"
+MAX_SOUND_CHUNK_BYTES = 1 << 20
+# Seconds a chunk of sound that no live session read is kept.
+SOUND_CHUNK_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -121,16 +131,19 @@ class UploadLedger:
     def finish(self, upload: Upload, stored: list[str]) -> None:
         """`upload` has ended; `stored`: the files gradio kept of it (none when it was refused or failed)."""
         now = time.time()
+        kept = {}
+        for name in stored:
+            with contextlib.suppress(OSError):
+                kept[Path(name)] = Path(name).stat().st_size
+        files = len(stored) - sum(is_sound_chunk(path, size) for path, size in kept.items())
         with self._lock:
             self._arriving.discard(upload)
             if stored:
-                self._recent[upload.visitor].append((now, upload.bytes, len(stored)))
-            for name in stored:
-                path = Path(name)
-                with contextlib.suppress(OSError):
-                    self._forget(path)
-                    self._kept[path] = (now, path.stat().st_size)
-                    self._kept_bytes += self._kept[path][1]
+                self._recent[upload.visitor].append((now, upload.bytes, files))
+            for path, size in kept.items():
+                self._forget(path)
+                self._kept[path] = (now, size)
+                self._kept_bytes += size
 
     def prune(self) -> None:
         """Forgets the uploads past the window, and removes the kept ones that arrived `upload_seconds` ago and
@@ -145,8 +158,10 @@ class UploadLedger:
                     del self._recent[visitor]
             stale = [
                 path
-                for path, (arrived, _) in self._kept.items()
-                if now - arrived > self.settings.upload_seconds and not self._in_use[path]
+                for path, (arrived, size) in self._kept.items()
+                if now - arrived
+                > (SOUND_CHUNK_SECONDS if is_sound_chunk(path, size) else self.settings.upload_seconds)
+                and not self._in_use[path]
             ]
             gone = [path for path in self._kept if not path.exists()]
             for path in {*stale, *gone}:
@@ -156,6 +171,18 @@ class UploadLedger:
                 path.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     path.parent.rmdir()  # gradio's folder for the upload, named after its hash: empty now
+
+    def consume(self, path: str) -> None:
+        """A chunk of sound a live session has read: removed now."""
+        key = Path(path)
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is None or not is_sound_chunk(key, kept[1]) or self._in_use[key] or key in self._protected:
+                return
+            self._forget(key)
+        key.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            key.parent.rmdir()
 
     def kept_bytes(self) -> int:
         with self._lock:
@@ -194,6 +221,11 @@ class UploadLedger:
         """Drops `path` from the kept uploads (the lock held)."""
         if path in self._kept:
             self._kept_bytes -= self._kept.pop(path)[1]
+
+
+def is_sound_chunk(path: Path, size: int) -> bool:
+    """Whether an upload is a chunk of the Live tab's microphone (by its name and size: see the module docstring)."""
+    return path.name == SOUND_CHUNK_NAME and size <= MAX_SOUND_CHUNK_BYTES
 
 
 def visitor_address(scope: Scope, proxy_hops: int) -> str:
@@ -379,4 +411,12 @@ def served_with_bounds(ledger: UploadLedger) -> dict:
     return {"middleware": [Middleware(RequestBounds, ledger=ledger)], "lifespan": ledger.pruning}
 
 
-__all__ = ["RequestBounds", "UploadLedger", "served_with_bounds", "visitor_address"]
+__all__ = [
+    "MAX_SOUND_CHUNK_BYTES",
+    "SOUND_CHUNK_NAME",
+    "RequestBounds",
+    "UploadLedger",
+    "is_sound_chunk",
+    "served_with_bounds",
+    "visitor_address",
+]

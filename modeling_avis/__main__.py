@@ -1,4 +1,5 @@
-"""`python -m modeling_avis predict VIDEO_OR_FOLDER [--model DIR|HUB_ID]`: the sounding objects of videos, from the shell.
+"""`python -m modeling_avis predict VIDEO_OR_FOLDER [--model DIR|HUB_ID]`: the sounding objects of videos, from the shell
+(`python -m modeling_avis stream SOURCE`: of a stream, as it comes; see `streaming`).
 
     python -m modeling_avis predict app/examples/shapes_duet.mp4 --summary      # the shipped sounding-shapes model
     python -m modeling_avis predict concert.mp4 --model ./avism-r50 --out overlay.mp4 --json results.json --summary
@@ -26,16 +27,20 @@ from .entry_point import (
     device,
     disk_gigabytes,
     error_message,
+    key_value,
     positive_float,
     positive_int,
     run_command,
     score_threshold,
+    whole_number_up_to,
 )
 from .errors import AvisError, AvisInputError, AvisUsageError, printable
 from .inference_avis import DEFAULT_DISK_BUDGET, AvisVideoSegmenter
 from .outputs import check_folder_to_write_in, check_output_file, check_outputs_apart, write_text_atomically
 from .results import track_summary, write_results_json
 from .runtime import configure_runtime
+from .session_avis import AvisOnlineSettings
+from .streaming import MAX_WINDOW, stream
 from .tracks import AvisVideoResult
 from .video_io import AvisegVideoFiles, is_frame_folder, probe_video
 from .visualization import render_overlay
@@ -60,16 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     predict = commands.add_parser("predict", help="find, segment and track the sounding objects of videos")
     predict.add_argument("video", type=Path, help="a video file, an AVISeg frame folder, or a folder of either")
-    predict.add_argument(
-        "--model",
-        help=f"a folder written by save_pretrained, or a Hub id (default: ${DEFAULT_MODEL_VARIABLE}, else the shipped "
-        f"{DEFAULT_MODEL_NAME}, trained on synthetic shapes)",
-    )
-    predict.add_argument("--fps", type=positive_float, default=1.0, help="frames sampled per second (default: 1)")
-    predict.add_argument(
-        "--threshold", type=score_threshold, help="drop instances scoring at or below it, in [0, 1) (default: model's)"
-    )
-    predict.add_argument("--max-instances", type=positive_int, help="keep at most this many instances per video")
+    _add_model_arguments(predict)
     predict.add_argument(
         "--max-seconds",
         type=positive_float,
@@ -79,17 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="overlay mp4 (for a folder: the folder to write overlays into)")
     predict.add_argument("--json", type=Path, help="the AVIS results JSON of all videos")
     predict.add_argument("--summary", action="store_true", help="print each track: class, score, when it sounds")
-    predict.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    predict.add_argument(
-        "--dtype",
-        choices=list(DTYPES),
-        default="float32",
-        help="run the model in bfloat16 (CPU or CUDA: about 1.6x as fast on a 2-core CPU, no longer the original's "
-        "numbers to 1e-4) or float16 (CUDA) (default: float32)",
-    )
-    predict.add_argument(
-        "--threads", type=cpu_threads, help="CPU cores to use, at most those it may run on (default: torch's count)"
-    )
+    _add_runtime_arguments(predict)
     predict.add_argument(
         "--disk-budget",
         type=disk_gigabytes,
@@ -98,12 +84,103 @@ def build_parser() -> argparse.ArgumentParser:
         help="temporary disk for a long video's mask features; beyond it they are computed again, at the cost of "
         f"running most of the model three times for those frames (default: {DEFAULT_DISK_BUDGET / 2**30:g} GB)",
     )
+    stream = commands.add_parser(
+        "stream",
+        help="find the sounding objects of a stream as its frames and sound arrive: a JSON line per window",
+        description="Prints one JSON line per answered window on stdout (see the README's 'Live: avis stream').",
+    )
+    stream.add_argument(
+        "source", help="a video file, - for a pipe (MPEG-TS or Matroska on stdin), or a URL or device FFmpeg opens"
+    )
+    _add_model_arguments(stream)
+    online = AvisOnlineSettings()
+    stream.add_argument(
+        "--window",
+        type=whole_number_up_to(MAX_WINDOW, "frames"),
+        default=online.window_size,
+        help=f"sampled frames each window's clip queries see (default: {online.window_size})",
+    )
+    stream.add_argument(
+        "--stride",
+        type=positive_int,
+        default=online.stride,
+        help=f"sampled frames between windows, at most --window: each line gives that many (default: {online.stride})",
+    )
+    stream.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop after the source's first SECONDS, by its frames' decoded times (default: at its end)",
+    )
+    stream.add_argument(
+        "--format", help="the demuxer of a pipe, URL or device: v4l2, lavfi, mpegts ... (default: guessed)"
+    )
+    stream.add_argument(
+        "--option",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a demuxer option of a pipe, URL or device, repeated for more: video_size=640x480, "
+        "analyzeduration=500000 ...",
+    )
+    stream.add_argument("--mute-audio", action="store_true", help="give every frame silence instead of the sound")
+    stream.add_argument(
+        "--realtime",
+        action="store_true",
+        help="pace the source by its timestamps, as if live: each frame goes to the model no earlier than its time "
+        "after the start (and the second of sound after it); latencies count from then",
+    )
+    stream.add_argument(
+        "--out",
+        type=Path,
+        help="the overlay as MPEG-TS (.ts, a new file), written as the stream goes: it plays while it grows",
+    )
+    stream.add_argument(
+        "--json",
+        type=Path,
+        help="the AVIS results JSON of the whole stream, written at its end (every mask is kept until then, as RLE in "
+        "a temporary file)",
+    )
+    _add_runtime_arguments(stream)
     return parser
+
+
+def _add_model_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--model",
+        help=f"a folder written by save_pretrained, or a Hub id (default: ${DEFAULT_MODEL_VARIABLE}, else the shipped "
+        f"{DEFAULT_MODEL_NAME}, trained on synthetic shapes)",
+    )
+    command.add_argument("--fps", type=positive_float, default=1.0, help="frames sampled per second (default: 1)")
+    command.add_argument(
+        "--threshold", type=score_threshold, help="drop instances scoring at or below it, in [0, 1) (default: model's)"
+    )
+    command.add_argument("--max-instances", type=positive_int, help="keep at most this many instances per video")
+
+
+def _add_runtime_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    command.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="run the model in bfloat16 (CPU or CUDA: about 1.6x as fast on a 2-core CPU, no longer the original's "
+        "numbers to 1e-4) or float16 (CUDA) (default: float32)",
+    )
+    command.add_argument(
+        "--threads", type=cpu_threads, help="CPU cores to use, at most those it may run on (default: torch's count)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line `argv` (default: sys.argv); returns the exit status."""
-    return run_command(lambda: predict(build_parser().parse_args(argv)))
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "stream":
+        return stream(args, args.model or default_model(), DTYPES[args.dtype])
+    return predict(args)
 
 
 def predict(args: argparse.Namespace) -> int:

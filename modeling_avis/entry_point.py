@@ -164,6 +164,14 @@ def hub_repository(text: str) -> str:
     return text
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE as (KEY, VALUE), KEY not empty."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, not {text}")
+    return key, value
+
+
 def _whole_number(text: str, minimum: int, maximum: int | None, requirement: str) -> int:
     try:
         value = int(text)
@@ -202,6 +210,7 @@ __all__ = [
     "fraction",
     "hub_repository",
     "image_size",
+    "key_value",
     "non_negative_float",
     "non_negative_int",
     "positive_float",

@@ -32,7 +32,7 @@ from .errors import AvisCheckpointError, AvisInputError
 from .heap import release_freed_memory
 from .loading import load_model, load_processor
 from .modeling_avis import AvisModel, AvisModelOutput, answer_window
-from .processing_avis import AvisLiveChunks, AvisProcessor, AvisVideoChunks
+from .processing_avis import AvisLiveChunks, AvisProcessor, AvisVideoChunks, AvisVideoMetadata
 from .session_avis import AvisFrameBlocks, AvisInferenceSession, AvisOnlineSettings
 from .tracks import AvisStreamUpdate, AvisVideoResult
 from .video_io import ProgressFn
@@ -41,6 +41,8 @@ from .video_io import ProgressFn
 # chunks of 18 (measured), and its temporaries (~150 MB at 360p) stay small enough to be reused rather than
 # page-faulted in afresh for every chunk.
 CPU_FRAME_CHUNK = 1
+# Below this many parameters a model encodes a frame fastest on one thread (see `AvisVideoSegmenter.stream_threads`).
+SMALL_MODEL_PARAMETERS = 10_000_000
 # Mask features held in memory before the store spills to disk: 256 MiB is 17 frames at 360p (15.7 MB a frame).
 # The spilled frames are read back twice, at disk or page-cache speed: a few ms a frame, against ~1 s to encode one.
 DEFAULT_MEMORY_BUDGET = 1 << 28
@@ -441,7 +443,8 @@ class AvisVideoSegmenter:
     spill_directory: where that file goes (the system's temporary folder when None).
     cpu_threads (`int`, *optional*): CPU cores to use (default: torch's thread count). On the CPU, the frames are
         encoded `cpu_threads` at a time, one torch thread each (see `encode_video`); the rest runs on `cpu_threads`
-        torch threads. torch's thread count is set for the call and restored after it.
+        torch threads. torch's thread count is set for the call and restored after it. The online mode runs on
+        `stream_threads`: one for a small model (`SMALL_MODEL_PARAMETERS`), else `cpu_threads`.
     frame_chunk_size (`int`, *optional*): frames per pass of the per-frame part: by default one per thread on the
         CPU (`CPU_FRAME_CHUNK`), the config's on CUDA.
     """
@@ -464,6 +467,11 @@ class AvisVideoSegmenter:
         self.disk_budget = disk_budget
         self.spill_directory = spill_directory
         self.cpu_threads = cpu_threads or torch.get_num_threads()
+        # The online mode encodes one frame at a time: a small model's operations are too short to split between
+        # threads (the shipped default, 1.7 M parameters: 0.04-0.06 s a frame on one thread, 0.27 s on two of an
+        # idle 2-core CPU), a full-size one's are not (R50: see the README's online benchmark).
+        small = sum(parameter.numel() for parameter in model.parameters()) < SMALL_MODEL_PARAMETERS
+        self.stream_threads = 1 if small else self.cpu_threads
         on_cpu = next(model.parameters()).device.type == "cpu"
         self.frame_chunk_size = frame_chunk_size or (CPU_FRAME_CHUNK if on_cpu else model.config.frame_chunk_size)
 
@@ -607,30 +615,42 @@ class AvisVideoSegmenter:
     ) -> Iterator[AvisStreamUpdate]:
         """The online mode (`session_avis`) over model inputs that arrive chunk by chunk (a file's `iter_chunks`, a
         live source's `AvisLiveChunks`; any iterable of chunks with a `metadata()`): each frame is encoded as it
-        comes, on all of this segmenter's threads, and each window it completes is answered before the next frame
-        is read. Memory does not grow with the stream: only the window's frames and the alive tracks are kept."""
+        comes (on `stream_threads` threads), and each window it completes is answered before the next frame is
+        read. Memory does not grow with the stream: only the window's frames and the alive tracks are kept."""
         session = self.processor.init_video_session("online", online=online)
-        device = next(self.model.parameters()).device
-        id2label = self.model.config.id2label
         for chunk in itertools.chain(chunks, [None]):
-            with self._running():
-                if chunk is None:
-                    outputs = self.model(inference_session=session, end_of_video=True)
-                else:
-                    outputs = self.model(**{name: value.to(device) for name, value in chunk.items()},
-                                         inference_session=session)  # fmt: skip
-                updates = self.processor.post_process_online_windows(
-                    outputs, session, chunks.metadata(), id2label, score_threshold, max_instances
-                )
-            yield from updates
+            yield from self.stream_step(session, chunk, chunks.metadata(), score_threshold, max_instances)
+
+    def stream_step(
+        self,
+        session: AvisInferenceSession,
+        chunk: Mapping[str, torch.Tensor] | None,
+        metadata: AvisVideoMetadata,
+        score_threshold: float | None = None,
+        max_instances: int | None = None,
+    ) -> list[AvisStreamUpdate]:
+        """One step of the online mode, for inputs pushed as they arrive (`AvisLiveInputs.ready()`): the windows
+        `chunk` (a frame's model inputs) completes in an online `session`, answered; None ends the video and answers
+        its last window. `stream_chunks` is these steps over an iterable of chunks.
+        metadata: the stream's, its timestamps known up to `chunk`'s frames."""
+        with self._running():
+            if chunk is None:
+                outputs = self.model(inference_session=session, end_of_video=True)
+            else:
+                device = next(self.model.parameters()).device
+                outputs = self.model(**{name: value.to(device) for name, value in chunk.items()},
+                                     inference_session=session)  # fmt: skip
+            return self.processor.post_process_online_windows(
+                outputs, session, metadata, self.model.config.id2label, score_threshold, max_instances
+            )
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
-        """Inference mode, this segmenter's threads on the CPU and its precision."""
+        """Inference mode, the online mode's threads on the CPU (`stream_threads`) and this segmenter's precision."""
         device = next(self.model.parameters()).device
         with (
             torch.inference_mode(),
-            _torch_threads(self.cpu_threads) if device.type == "cpu" else contextlib.nullcontext(),
+            _torch_threads(self.stream_threads) if device.type == "cpu" else contextlib.nullcontext(),
             torch.autocast(device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else contextlib.nullcontext(),

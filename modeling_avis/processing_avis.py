@@ -19,7 +19,7 @@ waveform): what every frame of a video without sound gets, and every frame with 
 import contextlib
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,23 @@ class AvisVideoMetadata:
     has_audio: bool = True
     fps: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of_frames(
+        cls, image_processor: AvisImageProcessor, original_size, has_audio: bool, fps: float | None, notes: list[str]
+    ) -> "AvisVideoMetadata":
+        """The metadata of a video whose frames are `original_size` (H, W), before any frame is read (`notes`: the
+        list the notes go to)."""
+        image_size = image_processor.output_size(*original_size)
+        return cls(
+            timestamps=[],
+            original_size=tuple(int(side) for side in original_size),
+            image_size=image_size,
+            padded_size=image_processor.padded_size(*image_size),
+            has_audio=has_audio,
+            fps=fps,
+            notes=notes,
+        )
 
 
 class AvisVideoInputs(BatchFeature):
@@ -526,16 +543,7 @@ class AvisVideoChunks:
         self.chunk_frames = chunk_frames
         self.expected_frames = expected_frames
         self.max_duration = max_duration
-        image_size = image_processor.output_size(*original_size)
-        self._metadata = AvisVideoMetadata(
-            timestamps=[],
-            original_size=tuple(int(side) for side in original_size),
-            image_size=image_size,
-            padded_size=image_processor.padded_size(*image_size),
-            has_audio=audio.has_audio,
-            fps=fps,
-            notes=list(notes),
-        )
+        self._metadata = AvisVideoMetadata.of_frames(image_processor, original_size, audio.has_audio, fps, list(notes))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for _, images, audio in self.decoded():
@@ -642,7 +650,9 @@ class AvisLiveInputs:
             self._size = (
                 (image.shape[1], image.shape[0]) if isinstance(frame, np.ndarray) else (frame.width, frame.height)
             )
-            self._start_metadata(image.shape[:2])
+            self._metadata = AvisVideoMetadata.of_frames(
+                self.processor.image_processor, image.shape[:2], self.hears, None, self.notes
+            )
         time -= self._start
         self._sample_until(time)
         self._on_screen = (time, frame)
@@ -705,39 +715,43 @@ class AvisLiveInputs:
             return frame
         return frame_to_rgb(frame, self._size)
 
-    def _start_metadata(self, original_size: tuple[int, int]) -> None:
-        image_processor = self.processor.image_processor
-        image_size = image_processor.output_size(*original_size)
-        self._metadata = AvisVideoMetadata(
-            timestamps=[],
-            original_size=tuple(int(side) for side in original_size),
-            image_size=image_size,
-            padded_size=image_processor.padded_size(*image_size),
-            has_audio=self.hears,
-            fps=None,
-            notes=self.notes,
-        )
-
 
 class AvisLiveChunks:
     """A live source's model inputs, one sampled frame at a time, read as the source gives its frames (see
     `AvisLiveInputs`, `video_io.LiveMedia`): iterable once (a pipe cannot be read again); `metadata()` once its
-    first frame is in. `settings`: `AvisLiveInputs`' fps, mute_audio, max_duration."""
+    first frame is in. `settings`: `AvisLiveInputs`' fps, mute_audio, max_duration.
 
-    def __init__(self, processor: "AvisProcessor", source, format=None, options=None, **settings):
-        self.processor, self.source, self.format, self.options, self.settings = (
-            processor, source, format, options, settings
+    on_frame: called with each decoded video and audio frame once it is added, before the inputs it completes are
+        given (what else reads the source, such as a live overlay, reads it from the same pass: a pipe is read once;
+        a pause there holds the frame back from the model). `media`: the source's `LiveMedia` while it is read.
+    """
+
+    def __init__(
+        self,
+        processor: "AvisProcessor",
+        source,
+        format=None,
+        options=None,
+        on_frame: Callable[[av.VideoFrame | av.AudioFrame], None] | None = None,
+        **settings,
+    ):
+        self.processor, self.source, self.format, self.options, self.on_frame, self.settings = (
+            processor, source, format, options, on_frame, settings
         )  # fmt: skip
         self.inputs: AvisLiveInputs | None = None
+        self.media: LiveMedia | None = None
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         with LiveMedia(self.source, self.format, self.options) as media:
+            self.media = media
             self.inputs = AvisLiveInputs(self.processor, has_audio=media.has_audio, **self.settings)
             for frame in media.frames():
                 if isinstance(frame, av.VideoFrame):
                     self.inputs.add_video_frame(frame)
                 else:
                     self.inputs.add_audio_frame(frame)
+                if self.on_frame is not None:
+                    self.on_frame(frame)
                 yield from self.inputs.ready()
                 if self.inputs.ended:
                     break

@@ -221,9 +221,10 @@ class AvisInferenceSession:
             window = AvisWindow(max(0, end - size), end, self._windowed)
             self._windowed = end
             yield window
-            # what the next window reads: its frames, from its end minus the window's size
+            # what the next window reads: its frames, from its end minus the window's size; the video's last window
+            # may end a frame after this one (fewer than a stride), so from here on
             for frames in (self.frame_queries, self.audio_features, self.mask_features):
-                frames.forget_before(end + stride - size)
+                frames.forget_before(end + 1 - size)
 
     def clip_inputs(self, window: AvisWindow) -> tuple[torch.Tensor, torch.Tensor]:
         """The window's frame queries (1, 1, t, fQ, C) and audio features (1, t, audio_dim), as the clip module

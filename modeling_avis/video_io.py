@@ -309,6 +309,8 @@ class LiveMedia:
     def __init__(self, source: str | BinaryIO, format: str | None = None, options: dict | None = None):
         name = source if isinstance(source, str) else getattr(source, "name", "the source")
         self.name = printable(str(name))
+        if hasattr(source, "read1") and not source.seekable():
+            source = _ArrivingBytes(source)
         try:
             self._container = av.open(source, mode="r", format=format, options=options or {})
         except av.error.FFmpegError as error:
@@ -344,6 +346,16 @@ class LiveMedia:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _ArrivingBytes:
+    """A buffered pipe read as its bytes arrive: PyAV asks for 32 KB at a time, and a buffered reader's `read` waits
+    until it has them all (a second or more of a live stream at a low bitrate), where `read1` gives what is there.
+    Not seekable, as a pipe is not."""
+
+    def __init__(self, pipe: BinaryIO):
+        self.read = pipe.read1
+        self.name = getattr(pipe, "name", "the source")
 
 
 def is_frame_folder(path: Path) -> bool:

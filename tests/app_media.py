@@ -1,6 +1,9 @@
-"""Videos written with PyAV for the app's tests (smooth moving gradients and a sine tone), and headers that lie."""
+"""Videos written with PyAV for the app's tests (smooth moving gradients and a sine tone), headers that lie, and a
+clip as the Live tab receives it (its pictures and sound as they arrive, a chunk of the page's microphone, Chromium's
+fake camera and microphone)."""
 
 import struct
+import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -170,3 +173,52 @@ def stream_summary(path: Path) -> dict:
                 context = stream.codec_context
                 summary["video"].update(pix_fmt=context.format.name, size=(context.width, context.height))
         return summary
+
+
+def live_arrivals(path: Path) -> list[tuple[float, np.ndarray | av.AudioFrame]]:
+    """A clip as a live source gives it: each picture (RGB) at its time, and each audio frame once it has been heard
+    (at its end), in the order they arrive."""
+    with av.open(str(path)) as container:
+        pictures = [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        sound = [(frame.time + frame.samples / frame.sample_rate, frame) for frame in container.decode(audio=0)]
+    return sorted(pictures + sound, key=lambda arrival: arrival[0])
+
+
+def streamed_wav(samples: np.ndarray, rate: int) -> bytes:
+    """16-bit mono PCM as a chunk of the page's microphone: a wav whose header gives the lengths of an endless
+    stream (as the recorder gradio's page uses writes them)."""
+    header = b"RIFF" + struct.pack("<I", 0xFFFFFFF7) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
+    return header + b"data" + struct.pack("<I", 0xFFFFFFD3) + samples.astype("<i2").tobytes()
+
+
+def write_fake_devices(path: Path, folder: Path, repeat: int = 5) -> tuple[Path, Path]:
+    """The clip at `path` as Chromium's fake camera and microphone play them (`--use-file-for-fake-video-capture`,
+    `--use-file-for-fake-audio-capture`, both looped): a YUV4MPEG2 file of its pictures, each shown `repeat` times
+    at `repeat` times its frame rate, and a 16-bit PCM wav of its sound."""
+    y4m, wav = folder / f"{path.stem}.y4m", folder / f"{path.stem}.wav"
+    with av.open(str(path)) as container, y4m.open("wb") as out:
+        stream = container.streams.video[0]
+        rate = stream.average_rate * repeat
+        out.write(
+            f"YUV4MPEG2 W{stream.width} H{stream.height} F{rate.numerator}:{rate.denominator} Ip A1:1 C420jpeg\n".encode()
+        )
+        for frame in container.decode(stream):
+            planes = frame.reformat(format="yuv420p").to_ndarray().tobytes()
+            out.write((b"FRAME\n" + planes) * repeat)
+    with av.open(str(path)) as container:
+        sample_rate = container.streams.audio[0].rate
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        pieces = [
+            piece.to_ndarray().reshape(-1)
+            for frame in container.decode(audio=0)
+            for piece in resampler.resample(frame)
+        ]
+        pieces += [piece.to_ndarray().reshape(-1) for piece in resampler.resample(None)]
+    with wave.open(str(wav), "wb") as sound:
+        sound.setnchannels(1)
+        sound.setsampwidth(2)
+        sound.setframerate(sample_rate)
+        sound.writeframes(np.concatenate(pieces).astype("<i2").tobytes())
+    return y4m, wav

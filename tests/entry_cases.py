@@ -21,6 +21,7 @@ from training.evaluation.__main__ import main as evaluation_main
 
 ENTRY_POINTS = {
     "predict": predict_main,
+    "stream": predict_main,  # the same command line, its first word "stream"
     "train": train.main,
     "check_dataset": check_dataset.main,
     "evaluate_model": evaluate_model.main,

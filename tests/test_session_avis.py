@@ -2,8 +2,10 @@
 tracks; its updates put together as a result."""
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 from modeling_avis import AvisModel, AvisProcessor
 from modeling_avis.inference_avis import AvisVideoSegmenter
 from modeling_avis.post_processing_avis import AvisVideoInstances
+from modeling_avis.processing_avis import AvisLiveChunks, AvisLiveInputs
 from modeling_avis.results import results_json_entries
 from modeling_avis.session_avis import AvisInferenceSession, AvisOnlineSettings, AvisWindow
 from modeling_avis.tracking_avis import AvisOnlineTracks
@@ -64,7 +67,9 @@ def test_online_windows_end_every_stride_and_finalise_each_frame_once(frames, si
             assert session.mask_features[window.start : window.end][:, 0, 0, 0].tolist() == list(
                 range(window.start, window.end)
             )
-    windows += list(session.due_windows(end_of_video=True))
+    for window in session.due_windows(end_of_video=True):  # the last, fewer than a stride
+        windows.append(window)
+        assert session.clip_inputs(window)[0].shape[2] == window.end - window.start
     assert [(w.start, w.end, w.emit_start) for w in windows] == expected
     assert [frame for window in windows for frame in window.emitted] == list(range(frames))
 
@@ -164,3 +169,38 @@ def test_the_online_mode_keeps_one_id_per_sounding_shape_of_the_examples(default
         online = evaluate_predictions(EXAMPLES / f"{example}.json", results_json_entries(result, 1))
         offline = evaluate_predictions(EXAMPLES / f"{example}.json", results_json_entries(default_segmenter(video), 1))
         assert online["FSLA"] >= offline["FSLA"] and online["AssA"] >= offline["AssA"]
+
+
+@pytest.mark.parametrize("clip", ["shapes_duet.mp4", "dogs_640x360.mp4"])
+def test_a_live_source_gives_the_inputs_a_file_gives_to_the_bit(default_segmenter, clip):
+    processor = default_segmenter.processor
+    path = EXAMPLES / clip
+    expected = list(processor.iter_chunks(path, 1, audio_input="audio_log_mel"))
+    with open(path, "rb") as pipe:
+        live = AvisLiveChunks(processor, pipe)
+        chunks = list(live)
+    assert len(chunks) == len(expected) and live.metadata().timestamps == [float(k) for k in range(len(chunks))]
+    for chunk, reference in zip(chunks, expected, strict=True):
+        assert torch.equal(chunk["pixel_values"], reference["pixel_values"])
+        assert torch.equal(chunk["audio_log_mel"], reference["audio_log_mel"])
+
+
+def test_pushed_frames_wait_for_the_second_of_sound_after_them_and_stop_at_the_cap(default_segmenter):
+    processor = default_segmenter.processor
+    inputs = AvisLiveInputs(processor, fps=1.0, max_duration=3.0)
+    rate = 16000
+    ready_at = []
+    for second in range(6):  # a frame at each second, its sound pushed half a second later
+        inputs.add_video_frame(np.full((48, 64, 3), 40 * second, np.uint8), float(second))
+        for half in (0, 1):
+            samples = np.zeros((1, rate // 2), np.float32)
+            frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, (2 * second + half) * rate // 2, Fraction(1, rate)
+            inputs.add_audio_frame(frame)
+            ready_at += [second + half / 2] * len(inputs.ready())
+    inputs.end()
+    ready_at += [6.0] * len(inputs.ready())
+    # frame k is sampled when frame k + 1 arrives, and ready once the sound reaches k + 0.975 s
+    assert ready_at == [1.0, 2.0, 3.0] and inputs.ended
+    assert inputs.metadata().timestamps == [0.0, 1.0, 2.0]
+    assert inputs.notes == ["the video runs past 3 s: only its first 3 s were analysed"]

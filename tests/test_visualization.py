@@ -9,7 +9,14 @@ from app.media import probe_upload
 from modeling_avis.errors import AvisInputError
 from modeling_avis.tracks import AvisTrack, AvisVideoResult, encode_mask
 from modeling_avis.video_io import probe_video
-from modeling_avis.visualization import FILL_OPACITY, OverlayPainter, render_overlay, track_colour, transcode
+from modeling_avis.visualization import (
+    FILL_OPACITY,
+    OverlayDrawing,
+    OverlayPainter,
+    render_overlay,
+    track_colour,
+    transcode,
+)
 
 from .app_media import decode_rgb, stream_summary, write_video
 from .synthetic_media import write_video as write_phone_video
@@ -135,7 +142,7 @@ def test_sample_index_is_the_latest_timestamp_at_or_before_the_frame():
 
 def test_fills_and_contours_are_those_of_the_whole_frame_where_masks_touch_the_border_and_overlap(monkeypatch):
     # each mask is drawn within its box: its fill and contour must be those drawn on the whole frame
-    monkeypatch.setattr(OverlayPainter, "_draw_label", lambda *args: None)
+    monkeypatch.setattr(OverlayDrawing, "_draw_label", lambda *args: None)
     generator = np.random.default_rng(0)
     blobs = ndimage.gaussian_filter(generator.random((2, HEIGHT, WIDTH)), sigma=(0, 3, 3)) > 0.5
     masks = [blobs[0], blobs[1] & box_mask(50, 200, 0, 150), box_mask(0, 40, 280, 320)]
