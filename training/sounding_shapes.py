@@ -21,8 +21,9 @@ one-second window (128 values).
 
 With --video-files, each split is instead one mp4 a video (H.264 and AAC, its sound in it) beside one annotations
 file, `<split>.json`, whose videos name their file and the rate of their annotated frames: what one's own videos
-look like to `training.train`. With --star, a fifth class, the star (a 1 kHz tone beeping 8 times a second), is
-shown in every video, a source in about 60 % of them: the fine-tuning example's data. Without it, the same seed
+look like to `training.train`. With --star, a fifth class, the star (a 4.5 kHz whistle), is the first source of half
+the videos with a sound and drawn as any other shape in the rest (a source in about 55 % of the videos, on screen
+and silent in about 15 %): the fine-tuning example's data. Without it, the same seed
 writes the same videos as before the star existed (the default model's data).
 """
 
@@ -123,16 +124,16 @@ def sample_video(
 ) -> tuple[int, list[Shape]]:
     """A video's length and shapes: 15 % silent, else one or two sources, plus up to two distractors.
 
-    featured: a class shown in every video, the first of its shapes (the source of every video that has one, and a
-    silent distractor in the silent ones): a class to be learnt from a few videos gets its examples. None keeps every
-    class's chances equal.
+    featured: a class made the first source of half the videos that have one, and drawn as any other class in the
+    rest (a source or a silent distractor by chance): a class to be learnt from a few videos gets its examples, and
+    the other classes keep theirs. None keeps every class's chances equal.
     """
     num_frames = int(rng.integers(8, 17))
     labels = rng.permutation(len(classes))
-    if featured is not None:
-        labels = np.insert(labels[labels != featured], 0, featured)
     num_sources = 0 if rng.random() < 0.15 else 1 + int(rng.random() < 0.4)
     num_distractors = int(rng.integers(1 if num_sources == 0 else 0, 3))
+    if featured is not None and num_sources and rng.random() < 0.5:
+        labels = np.insert(labels[labels != featured], 0, featured)
     shapes = []
     for index, label in enumerate(labels[: num_sources + num_distractors]):
         size = float(rng.uniform(10, 17))
