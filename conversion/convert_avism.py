@@ -15,17 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import httpx
 import torch
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
 
 from modeling_avis import AvisConfig, AvisForAudioVisualInstanceSegmentation, AvisProcessor, save_model_folder
 from modeling_avis.configuration_avis import AvisVggishConfig
-from modeling_avis.entry_point import OneLineArgumentParser, run_command
-from modeling_avis.errors import AvisCheckpointError, AvisUsageError, one_line, printable
+from modeling_avis.entry_point import OneLineArgumentParser, hub_repository, run_command
+from modeling_avis.errors import AvisCheckpointError, AvisUsageError, printable
 from modeling_avis.loading import tensors_only
-from modeling_avis.outputs import atomic_folder, check_output_folder
+from modeling_avis.outputs import atomic_folder, check_output_folder, push_folder_to_hub
 
 from .backbone_keys import convert_backbone_state_dict
 from .convert_vggish import convert_state_dict as convert_vggish_state_dict
@@ -150,15 +147,6 @@ def verify(model, processor: AvisProcessor, io_path: str | Path) -> dict[str, fl
     return compare_with_original(model, processor, io_path)
 
 
-def push_to_hub(folder: str | Path, repo_id: str) -> None:
-    """Uploads the converted folder as it is on disk (code, processor and model card included)."""
-    try:
-        HfApi().create_repo(repo_id, exist_ok=True)
-        HfApi().upload_folder(repo_id=repo_id, folder_path=str(folder))
-    except (OSError, HfHubHTTPError, httpx.HTTPError) as error:
-        raise AvisUsageError(f"{repo_id}: the upload to the Hub failed ({one_line(error)})") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineArgumentParser(
         prog="python -m conversion.convert_avism",
@@ -177,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs on a video's own sound (without it, it reads precomputed 128-d features)",
     )
     parser.add_argument("--verify", nargs="*", default=[], help="io_*.safetensors files to compare against")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
+    parser.add_argument(
+        "--push-to-hub", metavar="REPO_ID", type=hub_repository, help="also upload the folder to this Hub repository"
+    )
     return run_command(lambda: convert(parser.parse_args(argv)))
 
 
@@ -201,7 +191,7 @@ def convert(args: argparse.Namespace) -> int:
     print(f"saved {args.output_dir}")
     failures = sum(not verify(model, processor, io_path)["passed"] for io_path in args.verify)
     if args.push_to_hub:
-        push_to_hub(args.output_dir, args.push_to_hub)
+        push_folder_to_hub(args.output_dir, args.push_to_hub)
     return 1 if failures else 0
 
 

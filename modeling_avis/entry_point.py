@@ -18,6 +18,7 @@ import torch
 
 from .config_ranges import IMAGE_PROCESSOR_RANGES
 from .errors import AvisError, AvisUsageError, one_line, printable
+from .loading import HUB_ID
 from .session_avis import AvisOnlineSettings
 
 BAD_INPUT = 2
@@ -168,6 +169,13 @@ def device(text: str) -> str:
     return text
 
 
+def hub_repository(text: str) -> str:
+    """A Hub repository id, owner/name."""
+    if not HUB_ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text}: not a Hub repository id (owner/name)")
+    return text
+
+
 def key_value(text: str) -> tuple[str, str]:
     """KEY=VALUE as (KEY, VALUE), KEY not empty."""
     key, equals, value = text.partition("=")
@@ -212,6 +220,7 @@ __all__ = [
     "error_message",
     "fail",
     "fraction",
+    "hub_repository",
     "image_size",
     "key_value",
     "non_negative_float",

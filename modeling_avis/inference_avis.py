@@ -499,19 +499,19 @@ class AvisVideoSegmenter:
         score_threshold: float | None = None,
         max_instances: int | None = None,
         audio_features: str | Path | np.ndarray | None = None,
-        mute_audio: bool = False,
         progress: ProgressFn | None = None,
-        max_duration: float | None = None,
+        **sampling,
     ) -> AvisVideoResult:
         """The sounding instances of one video (a media file or an AVISeg frame folder) as tracks.
 
         fps: frames sampled per second (default: the processor's, 1 as AVISM was trained); "native" takes every frame.
-        max_duration: analyse only the frames (and sound) before this many seconds, by their decoded times.
         score_threshold, max_instances: instances scoring at or below the threshold (default: the processor's) are
             dropped, and at most `max_instances` of the others are kept, highest scores first.
         audio_features: precomputed VGGish features (T x 128) instead of the video's sound.
-        mute_audio: give every frame silence instead of the video's sound (how much a model listens).
         progress: called as progress(fraction, description) through the passes.
+        sampling: `AvisSampling`'s other fields by name: max_duration (analyse only the frames and sound before
+            this many seconds, by their decoded times), timestamps, max_frames, mute_audio (give every frame
+            silence: how much a model listens); the audio input is the model's.
         Raises AvisInputError for media it cannot use, and AvisCheckpointError when the model cannot hear the video
         (no audio encoder) and no features are given.
         """
@@ -525,8 +525,7 @@ class AvisVideoSegmenter:
         report(0.0, "Reading the audio")
         chunks = self.processor.iter_chunks(
             video, self.frame_chunk_size, audio_features=audio_features, fps=fps,
-            audio_input="audio_log_mel" if hears else "audio_features", mute_audio=mute_audio,
-            max_duration=max_duration,
+            audio_input="audio_log_mel" if hears else "audio_features", **sampling,
         )  # fmt: skip
         expected = chunks.expected_frames or 1
         report(0.0, "Decoding and encoding frames")
@@ -595,8 +594,7 @@ class AvisVideoSegmenter:
         max_instances: int | None = None,
         online: AvisOnlineSettings | None = None,
         audio_features: str | Path | np.ndarray | None = None,
-        mute_audio: bool = False,
-        max_duration: float | None = None,
+        **sampling,
     ) -> Iterator[AvisStreamUpdate]:
         """The online mode over a video (a media file or an AVISeg frame folder), read frame by frame: an
         `AvisStreamUpdate` as soon as each window is answered (see `stream_chunks`; the arguments as `__call__`'s).
@@ -604,8 +602,7 @@ class AvisVideoSegmenter:
         hears = self.model.audio_encoder is not None
         chunks = self.processor.iter_chunks(
             video, 1, audio_features=audio_features, fps=fps,
-            audio_input="audio_log_mel" if hears else "audio_features", mute_audio=mute_audio,
-            max_duration=max_duration,
+            audio_input="audio_log_mel" if hears else "audio_features", **sampling,
         )  # fmt: skip
         return self.stream_chunks(chunks, score_threshold, max_instances, online)
 

@@ -710,6 +710,39 @@ class AvisPreTrainedModel(PreTrainedModel):
             )
             self._use_kernels = False
 
+    def set_labels(self, id2label: dict[int, str]) -> None:
+        """Makes the model predict the classes `id2label` names (indices 0..K-1), as fine-tuning on other classes
+        needs: each class predictor (the frame decoder's and the clip module's) keeps its row for a class of the
+        same name and its no-object row, and gets a new row, initialised as a new model's, for a class it did not
+        know. Every other weight is kept; the config's `id2label` and `label2id` become the new ones, and the
+        loss's class weights follow."""
+        names = [id2label[index] for index in range(len(id2label))]
+        known = {name: index for index, name in self.config.id2label.items()}
+        for module in self.modules():
+            if isinstance(module, AvisFrameDecoder | AvisClipModule):
+                module.class_predictor = self._class_predictor_for(module.class_predictor, names, known)
+        self.config.id2label = dict(enumerate(names))
+        self.config.label2id = {name: index for index, name in enumerate(names)}
+        for module in self.modules():
+            if isinstance(module, AvisLoss):
+                module.frame_empty_weight = module.class_weights(len(names), self.config.no_object_weight)
+                module.clip_empty_weight = module.class_weights(len(names), self.config.clip_no_object_weight)
+
+    def _class_predictor_for(self, predictor: AvisLinear, names: list[str], known: dict[str, int]) -> AvisLinear:
+        """A predictor of len(names) classes and no-object: the rows of `predictor` for the classes it knew (by
+        name, `known`) and for no-object, new rows for the others."""
+        weight = predictor.weight
+        resized = AvisLinear(predictor.in_features, len(names) + 1).to(weight.device, weight.dtype)
+        self._init_weights(resized)
+        kept = [(row, known[name]) for row, name in enumerate(names) if name in known] + [(len(names), -1)]
+        rows, sources = (torch.tensor(indices, device=weight.device) for indices in zip(*kept))
+        with torch.no_grad():
+            resized.weight[rows] = weight[sources]
+            resized.bias[rows] = predictor.bias[sources]
+        resized.weight.requires_grad_(weight.requires_grad)
+        resized.bias.requires_grad_(predictor.bias.requires_grad)
+        return resized
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`, with the code beside the weights: every auto class, and with the
         processor saved there too, `pipeline`, load the folder (with trust_remote_code where this package is not

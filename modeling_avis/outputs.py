@@ -17,7 +17,11 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import AvisUsageError, printable
+import httpx
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from .errors import AvisUsageError, one_line, printable
 
 PARTIAL = ".partial"
 # The longest file name (in bytes) where the file system does not say: Linux's NAME_MAX.
@@ -216,7 +220,18 @@ def _partial_name(destination: Path) -> Path:
     return destination.parent / f".{stem}{tag}{suffix}"
 
 
+def push_folder_to_hub(folder: str | Path, repo_id: str) -> None:
+    """Uploads a model folder as it is on disk (code, processor and model card included) to the Hub repository
+    `repo_id` (made if need be); a failed upload is an AvisUsageError in one line."""
+    try:
+        HfApi().create_repo(repo_id, exist_ok=True)
+        HfApi().upload_folder(repo_id=repo_id, folder_path=str(folder))
+    except (OSError, HfHubHTTPError, httpx.HTTPError) as error:
+        raise AvisUsageError(f"{repo_id}: the upload to the Hub failed ({one_line(error)})") from None
+
+
 __all__ = [
+    "push_folder_to_hub",
     "atomic_file",
     "atomic_folder",
     "check_folder_to_write_in",

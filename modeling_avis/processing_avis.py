@@ -32,7 +32,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from .config_ranges import PROCESSOR_RANGES, check_ranges
 from .configuration_avis import AvisConfig
-from .errors import AvisInputError
+from .errors import AvisInputError, printable
 from .feature_extraction_avis import AvisFeatureExtractor
 from .image_processing_avis import AvisImageProcessor
 from .input_files import read_npy
@@ -172,28 +172,18 @@ class AvisProcessor(ProcessorMixin):
         self,
         videos: str | Path,
         audio_features: str | Path | np.ndarray | torch.Tensor | None = None,
-        fps: float | str | None = None,
-        max_frames: int | None = None,
-        max_duration: float | None = None,
-        audio_input: str | None = None,
-        mute_audio: bool = False,
+        **sampling,
     ) -> AvisVideoInputs:
         """Prepares one video: a media file, or a folder of numbered JPEG frames (AVISeg's `JPEGImages/<video>/`).
 
         audio_features: precomputed VGGish embeddings (T x 128, an array or an .npy file, like AVISeg's
             `FEATAudios/<video>.npy`) given to the model as `audio_features` instead of `audio_log_mel`.
-        fps: sampling rate for this call (default: the processor's); "native" takes every frame of a file.
-        max_frames, max_duration: keep at most this many frames, or the frames before this many seconds.
-        audio_input: the model's audio input, `audio_log_mel` or `audio_features` (None: what the video has, an
-            AVISeg folder's features first).
-        mute_audio: give every frame silence instead of the video's sound.
+        sampling: which frames, and what sound (`AvisSampling`'s fields by name: fps, timestamps, max_frames,
+            max_duration, audio_input, mute_audio).
 
         The whole video at once: the chunks of `iter_chunks` put together (batch of one).
         """
-        chunks = self.iter_chunks(
-            videos, audio_features=audio_features, fps=fps, max_frames=max_frames, max_duration=max_duration,
-            audio_input=audio_input, mute_audio=mute_audio,
-        )  # fmt: skip
+        chunks = self.iter_chunks(videos, audio_features=audio_features, **sampling)
         parts = list(chunks)
         data = {name: torch.cat([part[name] for part in parts])[None] for name in parts[0]}
         return AvisVideoInputs(data, [chunks.metadata()])
@@ -203,36 +193,32 @@ class AvisProcessor(ProcessorMixin):
         video: str | Path,
         chunk_frames: int = 18,
         audio_features: str | Path | np.ndarray | torch.Tensor | None = None,
-        fps: float | str | None = None,
-        max_frames: int | None = None,
-        max_duration: float | None = None,
-        audio_input: str | None = None,
-        mute_audio: bool = False,
+        **sampling,
     ) -> "AvisVideoChunks":
         """The same inputs as `__call__`, `chunk_frames` sampled frames at a time, decoded only as they are iterated:
         a video of any length is prepared in the memory of one chunk. See `AvisVideoChunks`."""
-        fps = self.fps if fps is None else None if fps == "native" else float(fps)
-        if fps is not None and fps <= 0:
-            raise AvisInputError(f"fps must be positive, not {fps}")
+        sampling = AvisSampling(**sampling)
+        fps = sampling.rate(self.fps)
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be at least 1, not {chunk_frames}")
-        if audio_input not in (None, *AUDIO_INPUTS):
-            raise ValueError(f"audio_input must be one of {AUDIO_INPUTS}, not {audio_input!r}")
         path = Path(video)
         if path.is_dir():
-            frames, sizes, audio, notes = self._frame_folder(
-                path, fps, max_frames, max_duration, audio_features, audio_input
-            )
+            frames, sizes, audio, notes = self._frame_folder(path, fps, sampling, audio_features)
         else:
-            frames, sizes, audio, notes = self._video_file(
-                path, fps, max_frames, max_duration, audio_features, audio_input
-            )
-        if mute_audio:
-            if audio_input == "audio_features":
+            frames, sizes, audio, notes = self._video_file(path, fps, sampling, audio_features)
+        if sampling.mute_audio:
+            if sampling.audio_input == "audio_features":
                 raise AvisInputError("muting the sound needs a model with an audio encoder: silence has no features")
             audio = _LogMelAudio(self.feature_extractor, None)
             notes = [*notes, "the sound was muted: every frame was given silence"]
         return AvisVideoChunks(frames, audio, self.image_processor, chunk_frames, notes, **sizes)
+
+    def audio_log_mel(self, media: str | Path | None, timestamps: Sequence[float]) -> torch.Tensor:
+        """(T, 96, 64): the log-mel examples of the sound of `media` (a video or a sound file; None: silence) at
+        `timestamps` (increasing), as `iter_chunks` gives them."""
+        audio = _LogMelAudio(self.feature_extractor, None if media is None else Path(media))
+        with audio.reading():
+            return audio.inputs(list(timestamps), 0)["audio_log_mel"]
 
     def post_process_video_instance_segmentation(
         self,
@@ -340,25 +326,35 @@ class AvisProcessor(ProcessorMixin):
             )
         return updates
 
-    def _video_file(self, path, fps, max_frames, max_duration, audio_features, audio_input):
+    def _video_file(self, path, fps, sampling, audio_features):
         info = probe_video(path)
         notes = []
-        if fps is not None and info.base_fps is not None and fps > info.base_fps:
+        max_duration, timestamps = sampling.max_duration, sampling.timestamps
+        if timestamps is None and fps is not None and info.base_fps is not None and fps > info.base_fps:
             notes.append(f"sampled at the video's native {info.base_fps:g} fps ({fps:g} fps was asked)")
         rate = info.fps if fps is None else min(fps, info.base_fps or fps)
         # for progress only: the container's header says how long the video is, and it may lie
         expected = max(1, math.ceil(info.duration * rate - 1e-6)) if rate else None
         if expected is not None and max_duration is not None:
             expected = min(expected, max(0, math.ceil(max_duration * rate - 1e-9)))
-        if expected is not None and max_frames is not None:
-            expected = min(expected, max_frames)
+        if expected is not None and sampling.max_frames is not None:
+            expected = min(expected, sampling.max_frames)
+        if timestamps is not None:
+            expected = len(sampling.wanted(timestamps))
 
         def frames():
-            return ((frame.time, frame.image) for frame in read_frames(path, fps, max_frames))
+            taken = 0
+            for frame in read_frames(path, fps, sampling.max_frames, timestamps=timestamps):
+                taken += 1
+                yield frame.time, frame.image
+            if timestamps is not None and taken < len(sampling.wanted(timestamps)):
+                raise AvisInputError(
+                    f"{printable(path.name)}: no frame at {timestamps[taken]:g} s, past the end of the video"
+                )
 
         if audio_features is not None:
             audio = _PrecomputedAudio(audio_features)
-        elif audio_input == "audio_features":
+        elif sampling.audio_input == "audio_features":
             raise AvisInputError(f"{path.name}: this model reads precomputed audio features; give audio_features")
         else:
             if not info.has_audio:
@@ -372,24 +368,37 @@ class AvisProcessor(ProcessorMixin):
         }
         return frames, sizes, audio, notes
 
-    def _frame_folder(self, folder, fps, max_frames, max_duration, audio_features, audio_input):
+    def _frame_folder(self, folder, fps, sampling, audio_features):
         if fps is None:
             raise AvisInputError(f"{folder.name}: a frame folder has no native rate; give the rate it was sampled at")
         paths = read_frame_folder(folder)
         notes = []
-        if max_duration is not None and len(paths) > max_duration * fps + 1e-9:
-            paths = paths[: max(0, math.ceil(max_duration * fps - 1e-9))]
-            notes.append(_cut_note(max_duration))
-        paths = paths[:max_frames]
+        max_duration = sampling.max_duration
+        if sampling.timestamps is not None:
+            # frame k is on screen from k / fps
+            shown = [math.floor(time * fps + TIME_TOLERANCE) for time in sampling.wanted(sampling.timestamps)]
+            if shown and shown[-1] >= len(paths):
+                raise AvisInputError(
+                    f"{printable(folder.name)}: no frame at {shown[-1] / fps:g} s: the folder's {len(paths)} frames "
+                    f"at {fps:g} fps end before it"
+                )
+            times, paths = list(sampling.wanted(sampling.timestamps)), [paths[index] for index in shown]
+        else:
+            if max_duration is not None and len(paths) > max_duration * fps + 1e-9:
+                paths = paths[: max(0, math.ceil(max_duration * fps - 1e-9))]
+                notes.append(_cut_note(max_duration))
+            times = [k / fps for k in range(len(paths))]
+        paths, times = paths[: sampling.max_frames], times[: sampling.max_frames]
         if not paths:
             raise AvisInputError(f"{folder.name}: no frames to process within the given limits")
         original_size = read_image(paths[0]).shape[:2]
 
         def frames():
-            return ((k / fps, read_image(frame)) for k, frame in enumerate(paths))
+            return ((time, read_image(frame)) for time, frame in zip(times, paths))
 
         # AVISeg keeps a video's sound beside its frames
         files = AvisegVideoFiles.of_frame_folder(folder)
+        audio_input = sampling.audio_input
         reads_features = audio_input == "audio_features" or (audio_input is None and files.features.is_file())
         if audio_features is None and reads_features:
             audio_features = files.features
@@ -404,6 +413,53 @@ class AvisProcessor(ProcessorMixin):
             audio = _LogMelAudio(self.feature_extractor, files.wav if files.wav.is_file() else None)
         sizes = {"original_size": tuple(original_size), "fps": None, "expected_frames": len(paths)}
         return frames, sizes, audio, notes
+
+
+@dataclass(frozen=True)
+class AvisSampling:
+    """Which frames of a video the model is given, and what it hears with them: the options of every reading of a
+    video (the processor's `__call__` and `iter_chunks`, `AvisVideoSegmenter`, training's and evaluation's reading
+    of a dataset), declared here once and passed by name.
+
+    fps: frames sampled per second (None: the processor's); "native" takes every frame of a file. For a frame
+        folder, the rate its frames were sampled at.
+    timestamps: the seconds to sample at instead of a rate (increasing): the frame on screen at each (a frame
+        folder's frame k is on screen from k / fps); a time past the video's end is an error.
+    max_frames, max_duration: keep at most this many frames, or the frames before this many seconds.
+    audio_input: the model's audio input, `audio_log_mel` or `audio_features` (None: what the video has, an AVISeg
+        folder's features first).
+    mute_audio: give every frame silence instead of the video's sound.
+    """
+
+    fps: float | str | None = None
+    timestamps: Sequence[float] | None = None
+    max_frames: int | None = None
+    max_duration: float | None = None
+    audio_input: str | None = None
+    mute_audio: bool = False
+
+    def __post_init__(self):
+        if self.audio_input not in (None, *AUDIO_INPUTS):
+            raise ValueError(f"audio_input must be one of {AUDIO_INPUTS}, not {self.audio_input!r}")
+        if self.timestamps is not None:
+            times = [float(time) for time in self.timestamps]
+            if not times or not all(math.isfinite(time) and time >= 0 for time in times):
+                raise AvisInputError("timestamps must be a non-empty list of seconds from 0")
+            if any(later <= earlier for earlier, later in itertools.pairwise(times)):
+                raise AvisInputError("timestamps must increase")
+            object.__setattr__(self, "timestamps", tuple(times))
+
+    def rate(self, default: float) -> float | None:
+        """The sampling rate in frames per second (`default` when not given; None: every frame)."""
+        fps = default if self.fps is None else None if self.fps == "native" else float(self.fps)
+        if fps is not None and not fps > 0:
+            raise AvisInputError(f"fps must be positive, not {fps}")
+        return fps
+
+    def wanted(self, timestamps: Sequence[float]) -> list[float]:
+        """The timestamps within max_duration and max_frames."""
+        limit = math.inf if self.max_duration is None else self.max_duration - TIME_TOLERANCE
+        return [time for time in timestamps if time < limit][: self.max_frames]
 
 
 # Settings that folders saved before the processor held them keep in the model's config.json.
@@ -490,6 +546,18 @@ class AvisVideoChunks:
         self._metadata = AvisVideoMetadata.of_frames(image_processor, original_size, audio.has_audio, fps, list(notes))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for _, images, audio in self.decoded():
+            frames = self._image_processor(images)
+            if tuple(frames["original_size"]) != self._metadata.original_size:
+                raise AvisInputError(
+                    f"every frame of a video must have one size: {tuple(frames['original_size'])} after "
+                    f"{self._metadata.original_size}"
+                )
+            yield {"pixel_values": frames["pixel_values"], **audio}
+
+    def decoded(self) -> Iterator[tuple[list[float], list[np.ndarray], dict[str, torch.Tensor]]]:
+        """The chunks before the image processor: each chunk's times, its frames as decoded ((H, W, 3) uint8 RGB,
+        upright) and its audio input. Training augments these frames, then normalises them as `__iter__` does."""
         timestamps = self._metadata.timestamps
         first_reading = not timestamps
         frames_read = 0
@@ -504,13 +572,7 @@ class AvisVideoChunks:
                 if audio.frames_covered is not None and frames_read > audio.frames_covered:
                     # count the frames the features miss, for a message that says how many the video has
                     audio.check_covers(frames_read + sum(1 for _ in decoded))
-                frames = self._image_processor(image for _, image in batch)
-                if tuple(frames["original_size"]) != self._metadata.original_size:
-                    raise AvisInputError(
-                        f"every frame of a video must have one size: {tuple(frames['original_size'])} after "
-                        f"{self._metadata.original_size}"
-                    )
-                yield {"pixel_values": frames["pixel_values"], **audio.inputs(times, first)}
+                yield times, [image for _, image in batch], audio.inputs(times, first)
             if not timestamps:
                 raise AvisInputError("no frames to process")
             if first_reading:
@@ -791,6 +853,7 @@ class _PrecomputedAudio:
 
 __all__ = [
     "AUDIO_INPUTS",
+    "AvisSampling",
     "AvisLiveChunks",
     "AvisLiveInputs",
     "AvisProcessor",

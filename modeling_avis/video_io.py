@@ -10,16 +10,17 @@ k then shows second k, the image its audio second starts with. This reads timest
 needs nothing special: a frame that stays on screen for several sampling times is taken once for each. `fps=None`
 takes every decoded frame at its own timestamp. A sampling rate above the stream's base rate (the grid every frame
 timestamp falls on: the frame rate of a constant-rate video) is lowered to it, so no frame is taken twice in a row
-for that reason alone.
+for that reason alone. Given times (`timestamps`, increasing) are sampled the same way: the frame on screen at each.
 
 Phone videos carry a display rotation; sampled frames are turned upright as players show them (`VideoInfo`'s width
 and height are those of the upright frames).
 """
 
+import itertools
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,14 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_frames(
-    path: str | Path, fps: float | None = 1.0, max_frames: int | None = None, max_duration: float | None = None
+    path: str | Path,
+    fps: float | None = 1.0,
+    max_frames: int | None = None,
+    max_duration: float | None = None,
+    timestamps: Sequence[float] | None = None,
 ) -> Iterator[SampledFrame]:
-    """The frames sampled at `fps` (None: every frame), lazily, so a long video never sits in memory decoded.
+    """The frames sampled at `fps` (None: every frame), or at `timestamps` (seconds, increasing; those past the
+    video's end give none), lazily, so a long video never sits in memory decoded.
 
     Stops after `max_frames` frames or at `max_duration` seconds. Raises AvisInputError when the file is not a
     readable video, holds no frames, or fails to decode part-way (a truncated or corrupt file).
@@ -165,8 +171,13 @@ def read_frames(
     info = probe_video(path)
     if fps is not None and info.base_fps is not None:
         fps = min(fps, info.base_fps)
+    times = None
+    if timestamps is not None:
+        times = iter(timestamps)
+    elif fps is not None:
+        times = (k / fps for k in itertools.count())
     count = 0
-    for sample in _sample(decoded_frames(path, info), fps, info.fps, info.decoded_size):
+    for sample in _sample(decoded_frames(path, info), times, info.fps, info.decoded_size):
         if (max_frames is not None and count >= max_frames) or (
             max_duration is not None and sample.time >= max_duration - TIME_TOLERANCE
         ):
@@ -430,26 +441,31 @@ def _log_text(error: av.error.FFmpegError) -> str:
 
 
 def _sample(
-    frames: Iterator[tuple[av.VideoFrame, float]], fps: float | None, native_fps: float | None, size: tuple[int, int]
+    frames: Iterator[tuple[av.VideoFrame, float]],
+    times: Iterator[float] | None,
+    native_fps: float | None,
+    size: tuple[int, int],
 ):
-    """For each sampling time k / fps, the frame on screen then (see the module docstring), as RGB of `size`
-    (see `frame_to_rgb`)."""
-    if fps is None:
+    """For each sampling time (increasing; None: every frame at its own time), the frame on screen then (see the
+    module docstring), as RGB of `size` (see `frame_to_rgb`). Decoding stops once the times run out."""
+    if times is None:
         for frame, time in frames:
             yield SampledFrame(time, frame_to_rgb(frame, size))
         return
-    k, on_screen, image, end = 0, None, None, 0.0
+    sample_time, on_screen, image, end = next(times, None), None, None, 0.0
     for frame, time in frames:
-        while on_screen is not None and k / fps < time - TIME_TOLERANCE:
+        while on_screen is not None and sample_time is not None and sample_time < time - TIME_TOLERANCE:
             image = frame_to_rgb(on_screen, size) if image is None else image
-            yield SampledFrame(k / fps, image)
-            k += 1
+            yield SampledFrame(sample_time, image)
+            sample_time = next(times, None)
+        if sample_time is None:
+            return
         on_screen, image, end = frame, None, time + _frame_duration(frame, native_fps)
     # The last frame stays on screen for its own duration.
-    while k / fps < end - TIME_TOLERANCE:
+    while sample_time is not None and sample_time < end - TIME_TOLERANCE:
         image = frame_to_rgb(on_screen, size) if image is None else image
-        yield SampledFrame(k / fps, image)
-        k += 1
+        yield SampledFrame(sample_time, image)
+        sample_time = next(times, None)
 
 
 def decoded_frames(path: str | Path, info: VideoInfo) -> Iterator[tuple[av.VideoFrame, float]]:

@@ -16,13 +16,14 @@ from accelerate.state import AcceleratorState, GradientState
 from conversion import convert_avism, convert_vggish
 from modeling_avis.__main__ import main as predict_main
 from modeling_avis.outputs import PARTIAL
-from training import evaluate_model, train
+from training import check_dataset, evaluate_model, train
 from training.evaluation.__main__ import main as evaluation_main
 
 ENTRY_POINTS = {
     "predict": predict_main,
     "stream": predict_main,  # the same command line, its first word "stream"
     "train": train.main,
+    "check_dataset": check_dataset.main,
     "evaluate_model": evaluate_model.main,
     "evaluation": evaluation_main,
     "convert_avism": convert_avism.main,

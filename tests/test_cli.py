@@ -25,7 +25,13 @@ def ground_truth(videos: dict[int, tuple[str, int, int, int]]) -> dict:
     return {
         "categories": [{"id": k + 1, "name": name} for k, name in enumerate(AVISEG_LABELS)],
         "videos": [
-            {"id": video_id, "file_names": [f"{name}/{k:05d}.jpg" for k in range(frames)], "height": h, "width": w}
+            {
+                "id": video_id,
+                "file_names": [f"{name}/{k:05d}.jpg" for k in range(frames)],
+                "length": frames,
+                "height": h,
+                "width": w,
+            }
             for video_id, (name, frames, h, w) in videos.items()
         ],
         "annotations": [],

@@ -519,11 +519,6 @@ def coordinate_cases(name: str, value: float) -> dict[str, Case]:
 
 GROUND_TRUTH_CASES = {
     **{key: case for name, value in COORDINATES.items() for key, case in coordinate_cases(name, value).items()},
-    "evaluation_polygon_of_two_points": refused(
-        "evaluation",
-        scoring(edited_split_json(lambda a: a["annotations"][0]["segmentations"].__setitem__(0, [[4, 4, 20, 4]]))),
-        "gt.json annotations[0] frame 0: a polygon of 4 numbers: it needs x, y pairs, 3 points or more",
-    ),
     "evaluation_video_a_billion_pixels_high": refused(
         "evaluation",
         scoring(edited_split_json(lambda a: a["videos"][0].update(height=10**9))),

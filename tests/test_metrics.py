@@ -112,7 +112,15 @@ def _one_video_gt(segmentations_per_track: list[list]) -> dict:
     num_frames = len(segmentations_per_track[0])
     return {
         "categories": [{"id": i + 1, "name": f"class{i + 1}"} for i in range(len(segmentations_per_track))],
-        "videos": [{"id": 1, "file_names": [f"clip/{t}.jpg" for t in range(num_frames)], "height": 12, "width": 16}],
+        "videos": [
+            {
+                "id": 1,
+                "file_names": [f"clip/{t}.jpg" for t in range(num_frames)],
+                "length": num_frames,
+                "height": 12,
+                "width": 16,
+            }
+        ],
         "annotations": [
             {
                 "id": i + 1, "video_id": 1, "category_id": i + 1, "iscrowd": 0, "height": 12, "width": 16,

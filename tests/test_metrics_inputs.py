@@ -110,16 +110,10 @@ BAD_INPUTS = [
         "pred.json entry 6: expected a JSON object, got a list",
     ),
     (
-        "gt_bare_rle_dict_frame",
-        _with(_gt(), lambda gt: _set_first_frame(gt["annotations"][0], {"size": [24, 32], "counts": [768]})),
-        [],
-        "gt.json annotations[0] frame 0: a bare RLE dict; wrap it in a list, as in [{size, counts}]",
-    ),
-    (
-        "gt_compressed_rle",
+        "gt_compressed_rle_of_another_length",
         _with(_gt(), lambda gt: _set_first_frame(gt["annotations"][0], [{"size": [24, 32], "counts": "PPTl0"}])),
         [],
-        "gt.json annotations[0] frame 0: ground-truth RLE counts must be a list of run lengths",
+        "gt.json annotations[0] frame 0: its counts cover 921600 pixels, not 24x32",
     ),
     (
         "gt_rle_of_another_length",
@@ -128,11 +122,11 @@ BAD_INPUTS = [
         "gt.json annotations[0] frame 0: RLE run lengths add up to 760 pixels, not 24x32",
     ),
     (
-        "gt_empty_frame_list",
-        _with(_gt(), lambda gt: _set_first_frame(gt["annotations"][0], [])),
+        "gt_frame_of_a_number",
+        _with(_gt(), lambda gt: _set_first_frame(gt["annotations"][0], 3)),
         [],
-        "gt.json annotations[0] frame 0: expected a list of polygons or of uncompressed RLEs, "
-        "or null where the object is absent",
+        "gt.json annotations[0] frame 0: expected a list of polygons or of RLEs, an RLE, or null where the object "
+        "is absent, not 3",
     ),
     (
         "gt_annotation_of_unknown_video",

@@ -31,7 +31,6 @@ from modeling_avis.outputs import atomic_folder
 
 from . import train
 from .evaluate_model import evaluate_model
-from .evaluation import evaluate_predictions
 from .sounding_shapes import CLASSES, HEIGHT, WIDTH, generate, write_example_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +42,6 @@ SPLIT_SIZES = {"train": 400, "val": 40, "test": 60}
 SHORT_EDGE = 96
 # (clip query, class) pairs considered per video: 10 clip queries x 4 classes hold 40.
 NUM_DETECTIONS = 20
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # 4 clips of 5 frames a step; the learning rate falls tenfold for the last steps.
 TRAIN_STEPS, LR_DECAY_STEP = 10000, 8500
 # Written into the training run: how long it took (evaluations on val included).
@@ -101,10 +99,6 @@ def training_arguments(config_path: Path, data: Path, output: Path) -> list[str]
     ]  # fmt: skip
 
 
-def above(results: list[dict], threshold: float) -> list[dict]:
-    return [entry for entry in results if entry["score"] > threshold]
-
-
 def headline(metrics: dict[str, float]) -> str:
     return "  ".join(f"{key} {metrics[key]:5.1f}" for key in HEADLINE)
 
@@ -113,10 +107,10 @@ def choose_threshold(model, processor: AvisProcessor, data: Path, accelerator: A
     """The score threshold with the best mean of FSLA, HOTA and mAP on val, and every threshold's metrics."""
     processor.score_threshold = 0.0
     _, results = evaluate_model(model, processor, data, "val", accelerator)
-    scores = {t: evaluate_predictions(data / "val.json", above(results, t)) for t in THRESHOLDS}
+    scores = train.metrics_by_threshold(results, data / "val.json")
     for threshold, metrics in scores.items():
         print(f"val, threshold {threshold}: {headline(metrics)}")
-    best = max(THRESHOLDS, key=lambda t: sum(scores[t][key] for key in HEADLINE))
+    best = max(scores, key=lambda threshold: train.best_score(scores[threshold], "mean"))
     return best, scores
 
 

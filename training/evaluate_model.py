@@ -1,11 +1,13 @@
 """Run a model over every video of an AVISeg split and score it with the benchmark (FSLA, HOTA, mAP).
 
 python -m training.evaluate_model --model DIR --data ROOT --split val [--json results.json]
+python -m training.evaluate_model --model DIR --data clips/test.json      (an annotations file: its video files)
 python -m training.evaluate_model ... --mode online [--window 5 --stride 1]   (the online mode, as a live stream)
 accelerate launch -m training.evaluate_model ...   (the videos are shared out between the processes)
 
 Each video goes the way of every other: its frame folder (`<root>/<split>/JPEGImages/<video>/`, 1 frame per
-second, its sound beside it in FEATAudios or WAVAudios) through the model's processor and `AvisVideoSegmenter`,
+second, its sound beside it in FEATAudios or WAVAudios), or its video file sampled at the times of its annotated
+frames (`--data` an annotations file: see `training.data`), through the model's processor and `AvisVideoSegmenter`,
 as the app and the command line run it. The processor sets the test size (for the published models the original's:
 a shortest edge of 360 for ResNet-50, 448 for Swin-L, longest at most 1333), the top-k and the score threshold; the
 results JSON is the AVIS format, one compressed RLE per frame at the video's size.
@@ -42,20 +44,14 @@ from modeling_avis.results import results_json_entries
 from modeling_avis.runtime import configure_runtime
 from modeling_avis.session_avis import MODES, AvisOnlineSettings
 from modeling_avis.tracks import AvisStreamRecorder, AvisVideoResult
-from modeling_avis.video_io import AvisegVideoFiles, read_frame_folder, read_image
 
-from .data import AvisegVideo, load_aviseg_split
+from .data import AvisegVideo, annotations_path, load_aviseg_split, to_dataset_categories
 from .evaluation import evaluate_predictions, format_metrics_table
-
-# AVISeg's frames are sampled at 1 frame per second.
-AVISEG_FPS = 1.0
 
 
 def predict_split(
     model: AvisPreTrainedModel,
     processor: AvisProcessor,
-    data_root: str | Path,
-    split: str,
     videos: list[AvisegVideo],
     accelerator: Accelerator,
     mute_audio: bool = False,
@@ -70,10 +66,7 @@ def predict_split(
             entry
             for video in shard
             for entry in results_json_entries(
-                video_result(
-                    segmenter, AvisegVideoFiles.of(Path(data_root) / split, video.name).frames, mute_audio, online
-                ),
-                video.video_id,
+                video_result(segmenter, video, mute_audio, online), video.video_id
             )
         ]
     model.train(was_training)
@@ -81,17 +74,17 @@ def predict_split(
 
 
 def video_result(
-    segmenter: AvisVideoSegmenter, frames: Path, mute_audio: bool, online: AvisOnlineSettings | None
+    segmenter: AvisVideoSegmenter, video: AvisegVideo, mute_audio: bool, online: AvisOnlineSettings | None
 ) -> AvisVideoResult:
-    """One video's tracks, from its frame folder: the offline mode's two passes, or (`online` given) the online
+    """One video's tracks, at its annotated frames: the offline mode's two passes, or (`online` given) the online
     mode's stream of updates, recorded as they come."""
     if online is None:
-        return segmenter(frames, fps=AVISEG_FPS, mute_audio=mute_audio)
-    # the masks come at the frames' own size (the evaluator checks it against the annotations', as offline)
-    recorder = AvisStreamRecorder(*read_image(read_frame_folder(frames)[0]).shape[:2])
-    for update in segmenter.stream(frames, fps=AVISEG_FPS, online=online, mute_audio=mute_audio):
+        return segmenter(video.source, mute_audio=mute_audio, **video.sampling)
+    # the masks come at the video's size (the evaluator checks it against the annotations', as offline)
+    recorder = AvisStreamRecorder(video.height, video.width)
+    for update in segmenter.stream(video.source, online=online, mute_audio=mute_audio, **video.sampling):
         recorder.add(update)
-    return recorder.result(fps=AVISEG_FPS)
+    return recorder.result(fps=video.sampling.get("fps"))
 
 
 def evaluate_model(
@@ -103,25 +96,30 @@ def evaluate_model(
     mute_audio: bool = False,
     online: AvisOnlineSettings | None = None,
 ) -> tuple[dict[str, float] | None, list[dict]]:
-    """(metrics, results) of a model on `<data_root>/<split>`; metrics on the main process only (None elsewhere).
+    """(metrics, results) of a model on a split (`<data_root>/<split>.json`, or `data_root` an annotations file);
+    metrics on the main process only (None elsewhere).
 
     model: an AVISM (`AvisModel` or `AvisForAudioVisualInstanceSegmentation`, unwrapped) on the accelerator's
     device; processor: its processor (test size, threshold); mute_audio: give every video silence; online: run the
     online mode with these settings (None: the offline mode).
     """
     videos = load_aviseg_split(data_root, split)
-    results = predict_split(model, processor, data_root, split, videos, accelerator, mute_audio, online)
+    ground_truth = annotations_path(data_root, split)
+    results = predict_split(model, processor, videos, accelerator, mute_audio, online)
+    results = to_dataset_categories(results, getattr(model, "config", None), ground_truth)
     metrics = None
     if accelerator.is_main_process:
-        metrics = evaluate_predictions(Path(data_root) / f"{split}.json", results)
+        metrics = evaluate_predictions(ground_truth, results)
     return metrics, results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineArgumentParser(prog="python -m training.evaluate_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (save_pretrained of AVISM)")
-    parser.add_argument("--data", required=True, help="the AVISeg root: <root>/<split>.json, <root>/<split>/...")
-    parser.add_argument("--split", default="val", help="the split to evaluate (default: val)")
+    parser.add_argument(
+        "--data", required=True, help="an annotations file (its video files beside it), or an AVISeg root"
+    )
+    parser.add_argument("--split", default="val", help="the split of an AVISeg root to evaluate (default: val)")
     parser.add_argument("--json", metavar="RESULTS.json", help="write the AVIS results JSON here")
     parser.add_argument("--metrics-json", metavar="METRICS.json", help="write the metrics here")
     parser.add_argument(
@@ -177,8 +175,8 @@ def evaluate_from_command_line(args: argparse.Namespace) -> None:
     ]
     for _, path in outputs:
         check_output_file(path)
-    data = Path(args.data)
-    check_outputs_apart(outputs, [data / f"{args.split}.json", data / args.split, *Path(args.model).glob("*")])
+    annotations = annotations_path(args.data, args.split)
+    check_outputs_apart(outputs, [annotations, annotations.with_suffix(""), *Path(args.model).glob("*")])
     configure_runtime()
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     model = load_model(args.model, device=accelerator.device)

@@ -1,6 +1,7 @@
 """Sounding shapes: a seeded AVISeg-format dataset whose sounding objects can only be told apart by listening.
 
     python -m training.sounding_shapes DATA_DIR [--seed 0] [--train 400] [--val 40] [--test 60]
+    python -m training.sounding_shapes DATA_DIR --seed 1 --train 40 --val 10 --test 60 --star --video-files
 
 Each video (1 frame per second, like AVISeg) shows coloured shapes moving over a textured background. Every shape
 class has its own sound. A shape is *sounding* while it is on screen and its sound is in the audio track; only
@@ -17,6 +18,13 @@ one uncompressed RLE, or null), `<split>/JPEGImages/<video>/<frame>.jpg`, `<spli
 mono, 16-bit) and `<split>/FEATAudios/<video>.npy`. There are no VGGish weights offline, so the features are a
 documented stand-in: per frame, the mean and standard deviation over time of the 64 VGGish log-mel bands of its
 one-second window (128 values).
+
+With --video-files, each split is instead one mp4 a video (H.264 and AAC, its sound in it) beside one annotations
+file, `<split>.json`, whose videos name their file and the rate of their annotated frames: what one's own videos
+look like to `training.train`. With --star, a fifth class, the star (a 4.5 kHz whistle), is the first source of half
+the videos with a sound and drawn as any other shape in the rest (a source in about 55 % of the videos, on screen
+and silent in about 15 %): the fine-tuning example's data. Without it, the same seed
+writes the same videos as before the star existed (the default model's data).
 """
 
 import argparse
@@ -49,6 +57,9 @@ CLASSES = (
     ShapeClass("triangle", "noise band-limited to 2-3 kHz"),
     ShapeClass("diamond", "a 150 Hz sawtooth buzz"),
 )
+# A fifth class, which the default model (trained on CLASSES) does not know: what the fine-tuning example teaches it.
+STAR = ShapeClass("star", "a 4.5 kHz whistle")
+CLASSES_WITH_STAR = (*CLASSES, STAR)
 
 
 def class_sound(label: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -65,7 +76,9 @@ def class_sound(label: int, seconds: float, rng: np.random.Generator) -> np.ndar
         spectrum[(frequencies < 2000) | (frequencies > 3000)] = 0
         band = np.fft.irfft(spectrum, n=time.size)
         return band / (np.abs(band).max() + 1e-9)
-    return 2 * ((150 * time + phase / (2 * np.pi)) % 1.0) - 1
+    if label == 3:
+        return 2 * ((150 * time + phase / (2 * np.pi)) % 1.0) - 1
+    return np.sin(2 * np.pi * 4500 * time + phase)
 
 
 @dataclass
@@ -99,15 +112,28 @@ class Shape:
             return [(x - s, y - s), (x + s, y - s), (x + s, y + s), (x - s, y + s)]
         if self.label == 2:
             return [(x, y - r), (x + r * 0.95, y + r * 0.8), (x - r * 0.95, y + r * 0.8)]
-        return [(x, y - r), (x + r * 0.8, y), (x, y + r), (x - r * 0.8, y)]
+        if self.label == 3:
+            return [(x, y - r), (x + r * 0.8, y), (x, y + r), (x - r * 0.8, y)]
+        points = np.arange(10) * np.pi / 5 - np.pi / 2  # five tips, five inner corners
+        radii = np.where(np.arange(10) % 2, 0.55 * r, r)
+        return [(x + radius * np.cos(a), y + radius * np.sin(a)) for radius, a in zip(radii, points)]
 
 
-def sample_video(rng: np.random.Generator) -> tuple[int, list[Shape]]:
-    """A video's length and shapes: 15 % silent, else one or two sources, plus up to two distractors."""
+def sample_video(
+    rng: np.random.Generator, classes: tuple[ShapeClass, ...] = CLASSES, featured: int | None = None
+) -> tuple[int, list[Shape]]:
+    """A video's length and shapes: 15 % silent, else one or two sources, plus up to two distractors.
+
+    featured: a class made the first source of half the videos that have one, and drawn as any other class in the
+    rest (a source or a silent distractor by chance): a class to be learnt from a few videos gets its examples, and
+    the other classes keep theirs. None keeps every class's chances equal.
+    """
     num_frames = int(rng.integers(8, 17))
-    labels = rng.permutation(len(CLASSES))
+    labels = rng.permutation(len(classes))
     num_sources = 0 if rng.random() < 0.15 else 1 + int(rng.random() < 0.4)
     num_distractors = int(rng.integers(1 if num_sources == 0 else 0, 3))
+    if featured is not None and num_sources and rng.random() < 0.5:
+        labels = np.insert(labels[labels != featured], 0, featured)
     shapes = []
     for index, label in enumerate(labels[: num_sources + num_distractors]):
         size = float(rng.uniform(10, 17))
@@ -195,10 +221,47 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
 SPLITS = ("train", "val", "test")
 
 
-def render_video(seed: int, split: str, video_index: int) -> tuple[list[Shape], np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ShapeSet:
+    """The classes a dataset's shapes are drawn from, and the class shown in every video (see `sample_video`)."""
+
+    classes: tuple[ShapeClass, ...] = CLASSES
+    featured: int | None = None
+
+
+# The default model's data.
+FOUR_SHAPES = ShapeSet()
+# The fine-tuning example's: the four shapes and a star in every video.
+WITH_STAR = ShapeSet(CLASSES_WITH_STAR, featured=len(CLASSES))
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a video file is written: its container (and options), video codec, pixel format and audio codec."""
+
+    format: str
+    suffix: str
+    options: dict
+    video_codec: str
+    video_options: dict
+    pixel_format: str
+    audio_codec: str
+
+
+# What phones and browsers play: H.264 and AAC in an mp4.
+MP4 = Encoding(
+    "mp4", ".mp4", {"movflags": "+faststart"}, "libx264", {"crf": "23", "preset": "medium"}, "yuv420p", "aac"
+)
+# Every pixel and sample kept: the same video as PNG frames and a WAV decodes to the same frames and sound.
+LOSSLESS = Encoding("matroska", ".mkv", {}, "libx264rgb", {"crf": "0", "preset": "ultrafast"}, "rgb24", "pcm_s16le")
+
+
+def render_video(
+    seed: int, split: str, video_index: int, shape_set: ShapeSet = FOUR_SHAPES
+) -> tuple[list[Shape], np.ndarray, np.ndarray, np.ndarray]:
     """Video `video_index` of a split: its shapes, frames (T, H, W, 3), shape masks (S, T, H, W) and sound."""
     rng = np.random.default_rng([seed, SPLITS.index(split), video_index])
-    num_frames, shapes = sample_video(rng)
+    num_frames, shapes = sample_video(rng, shape_set.classes, shape_set.featured)
     frames, masks = render_frames(num_frames, shapes, rng)
     return shapes, frames, masks, render_audio(num_frames, shapes, rng)
 
@@ -232,23 +295,26 @@ def sounding_annotations(shapes: list[Shape], masks: np.ndarray, video_id: int, 
     return annotations
 
 
-def categories() -> list[dict]:
-    return [{"id": index + 1, "name": shape.name} for index, shape in enumerate(CLASSES)]
+def categories(classes: tuple[ShapeClass, ...] = CLASSES) -> list[dict]:
+    return [{"id": index + 1, "name": shape.name} for index, shape in enumerate(classes)]
 
 
-def write_split(root: Path, split: str, num_videos: int, seed: int) -> dict:
+def write_split(
+    root: Path, split: str, num_videos: int, seed: int, shape_set: ShapeSet = FOUR_SHAPES, frame_suffix: str = ".jpg"
+) -> dict:
+    """The split in AVISeg's layout: frame folders (JPEG, or PNG with `frame_suffix=".png"`), WAVs, features."""
     extractor = AvisFeatureExtractor()
     videos, annotations = [], []
     for video_index in range(num_videos):
-        shapes, frames, masks, audio = render_video(seed, split, video_index)
+        shapes, frames, masks, audio = render_video(seed, split, video_index, shape_set)
         num_frames = len(frames)
         name = f"{split}_{video_index:04d}"
         files = AvisegVideoFiles.of(root / split, name)
         files.frames.mkdir(parents=True, exist_ok=True)
         file_names = []
         for t, frame in enumerate(frames):
-            Image.fromarray(frame).save(files.frames / f"{t:05d}.jpg", quality=95)
-            file_names.append(f"{name}/{t:05d}.jpg")
+            Image.fromarray(frame).save(files.frames / f"{t:05d}{frame_suffix}", quality=95)
+            file_names.append(f"{name}/{t:05d}{frame_suffix}")
         for path in (files.wav, files.features):
             path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(files.wav, audio)
@@ -259,25 +325,39 @@ def write_split(root: Path, split: str, num_videos: int, seed: int) -> dict:
         )
         annotations += sounding_annotations(shapes, masks, video_id, len(annotations) + 1)
     root.mkdir(parents=True, exist_ok=True)
-    dataset = {"categories": categories(), "videos": videos, "annotations": annotations}
+    dataset = {"categories": categories(shape_set.classes), "videos": videos, "annotations": annotations}
     (root / f"{split}.json").write_text(json.dumps(dataset))
     return dataset
 
 
-def write_example_video(destination: str | Path, seed: int, split: str, video_index: int, scale: int = 3) -> dict:
-    """Video `video_index` of a split as an mp4 (H.264 + AAC, one frame per second, `scale` times the size) and
-    its ground truth at that size (an AVISeg JSON of the one video, id 1), which is returned and written beside
-    the mp4 as `<name>.json`: an example the app and the CLI can run and be scored on.
-    """
-    destination = Path(destination)
-    shapes, frames, masks, audio = render_video(seed, split, video_index)
-    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    masks = masks.repeat(scale, axis=2).repeat(scale, axis=3)
+def write_video_split(
+    root: Path, split: str, num_videos: int, seed: int, shape_set: ShapeSet = WITH_STAR, encoding: Encoding = MP4
+) -> dict:
+    """The split as video files with their sound (`<root>/<split>/<name>.mp4`, one frame per second) and one
+    annotations file, `<root>/<split>.json`, whose videos name their file and the rate of their annotated frames."""
+    videos, annotations = [], []
+    (root / split).mkdir(parents=True, exist_ok=True)
+    for video_index in range(num_videos):
+        shapes, frames, masks, audio = render_video(seed, split, video_index, shape_set)
+        file_name = f"{split}/{split}_{video_index:04d}{encoding.suffix}"
+        write_video_file(root / file_name, frames, audio, encoding)
+        video_id = video_index + 1
+        videos.append(
+            {"id": video_id, "video": file_name, "fps": 1, "length": len(frames), "height": HEIGHT, "width": WIDTH}
+        )
+        annotations += sounding_annotations(shapes, masks, video_id, len(annotations) + 1)
+    dataset = {"categories": categories(shape_set.classes), "videos": videos, "annotations": annotations}
+    (root / f"{split}.json").write_text(json.dumps(dataset))
+    return dataset
+
+
+def write_video_file(path: Path, frames: np.ndarray, audio: np.ndarray, encoding: Encoding = MP4) -> None:
+    """Frames (T, H, W, 3) at one a second and their sound (SAMPLE_RATE mono) as a video file."""
     height, width = frames.shape[1:3]
-    with av.open(str(destination), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-        video = container.add_stream("libx264", rate=1, options={"crf": "23", "preset": "medium"})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+    with av.open(str(path), "w", format=encoding.format, options=encoding.options) as container:
+        video = container.add_stream(encoding.video_codec, rate=1, options=encoding.video_options)
+        video.width, video.height, video.pix_fmt = width, height, encoding.pixel_format
+        sound = container.add_stream(encoding.audio_codec, rate=SAMPLE_RATE, layout="mono")
         for t, frame in enumerate(frames):
             picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = t
@@ -292,6 +372,19 @@ def write_example_video(destination: str | Path, seed: int, split: str, video_in
             piece.sample_rate, piece.pts = SAMPLE_RATE, start
             container.mux(sound.encode(piece))
         container.mux(sound.encode())
+
+
+def write_example_video(destination: str | Path, seed: int, split: str, video_index: int, scale: int = 3) -> dict:
+    """Video `video_index` of a split as an mp4 (H.264 + AAC, one frame per second, `scale` times the size) and
+    its ground truth at that size (an AVISeg JSON of the one video, id 1), which is returned and written beside
+    the mp4 as `<name>.json`: an example the app and the CLI can run and be scored on.
+    """
+    destination = Path(destination)
+    shapes, frames, masks, audio = render_video(seed, split, video_index)
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    masks = masks.repeat(scale, axis=2).repeat(scale, axis=3)
+    height, width = frames.shape[1:3]
+    write_video_file(destination, frames, audio)
     name = destination.stem
     ground_truth = {
         "categories": categories(),
@@ -310,11 +403,20 @@ def write_example_video(destination: str | Path, seed: int, split: str, video_in
     return ground_truth
 
 
-def generate(root: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, dict]:
-    """Writes every split under `root`; the same seed writes the same files."""
+def generate(
+    root: str | Path,
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    shape_set: ShapeSet = FOUR_SHAPES,
+    encoding: Encoding | None = None,
+) -> dict[str, dict]:
+    """Writes every split under `root`, in AVISeg's layout, or as video files of `encoding`; the same seed writes
+    the same files."""
     root = Path(root)
     sizes = sizes or {"train": 400, "val": 40, "test": 60}
-    return {split: write_split(root, split, count, seed) for split, count in sizes.items()}
+    if encoding is None:
+        return {split: write_split(root, split, count, seed, shape_set) for split, count in sizes.items()}
+    return {split: write_video_split(root, split, count, seed, shape_set, encoding) for split, count in sizes.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -324,8 +426,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--val", type=int, default=40)
     parser.add_argument("--test", type=int, default=60)
+    parser.add_argument("--star", action="store_true", help="add a fifth class, the star, shown in every video")
+    parser.add_argument(
+        "--video-files", action="store_true", help="write mp4 files with sound and one JSON per split, not frames"
+    )
     args = parser.parse_args(argv)
-    datasets = generate(args.root, args.seed, {"train": args.train, "val": args.val, "test": args.test})
+    sizes = {"train": args.train, "val": args.val, "test": args.test}
+    datasets = generate(
+        args.root, args.seed, sizes, WITH_STAR if args.star else FOUR_SHAPES, MP4 if args.video_files else None
+    )
     for split, dataset in datasets.items():
         print(f"{split}: {len(dataset['videos'])} videos, {len(dataset['annotations'])} sounding shapes")
 

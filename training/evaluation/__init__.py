@@ -2,6 +2,12 @@
 
 from modeling_avis.errors import AvisEvaluationError
 
-from .evaluate import METRIC_KEYS, evaluate_predictions, format_metrics_table
+from .evaluate import METRIC_KEYS, class_average_precisions, evaluate_predictions, format_metrics_table
 
-__all__ = ["METRIC_KEYS", "AvisEvaluationError", "evaluate_predictions", "format_metrics_table"]
+__all__ = [
+    "METRIC_KEYS",
+    "AvisEvaluationError",
+    "class_average_precisions",
+    "evaluate_predictions",
+    "format_metrics_table",
+]

@@ -1,5 +1,6 @@
 """The benchmark: FSLA, HOTA and mAP of predicted tracks against AVISeg ground truth, as the paper reports them."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from .fsla import fsla
@@ -28,6 +29,20 @@ def evaluate_predictions(gt: str | Path | dict, predictions: str | Path | list) 
     tracks = load_predictions(predictions, ground_truth)
     metrics = {**fsla(ground_truth, tracks), **hota_and_track_map(ground_truth, tracks)}
     return {key: metrics[key] if isinstance(metrics[key], int) else float(metrics[key]) for key in METRIC_KEYS}
+
+
+def class_average_precisions(gt: str | Path | dict, predictions: str | Path | list) -> dict[str, float]:
+    """TrackMAP's AP (IoU 0.5:0.95, in percent) of each class with ground truth, by name: what mAP averages. Each is
+    the mAP of the class's ground truth and predictions alone."""
+    ground_truth = load_ground_truth(gt)
+    tracks = load_predictions(predictions, ground_truth)
+    precisions = {}
+    for category_id, name in ground_truth.categories.items():
+        class_truth = replace(ground_truth, tracks=[t for t in ground_truth.tracks if t.category_id == category_id])
+        if class_truth.tracks:
+            class_tracks = [track for track in tracks if track.category_id == category_id]
+            precisions[name] = float(hota_and_track_map(class_truth, class_tracks)["mAP"])
+    return precisions
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:

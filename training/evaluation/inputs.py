@@ -13,12 +13,11 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
-from modeling_avis.config_ranges import shown
 from modeling_avis.errors import AvisEvaluationError
 from modeling_avis.input_files import InvalidInputFile, read_json
 from modeling_avis.tracks import check_rle
 
-from ..annotations import FRAME_SIDE, check_polygon, check_run_lengths, is_area_polygon
+from ..annotations import FRAME_SIDE, normalize_segmentation, read_video_source, segmentation_rle
 
 
 @dataclass(frozen=True)
@@ -133,16 +132,19 @@ def _read_videos(entries: list, source: str) -> dict[int, Video]:
     for i, entry in enumerate(entries):
         where = f"{source} videos[{i}]"
         video_id = _field(entry, "id", _is_int, "an integer", where)
-        file_names = _field(entry, "file_names", _is_file_list, "a non-empty list of frame file names", where)
         height = _field(entry, "height", FRAME_SIDE.admits, f"an integer in {FRAME_SIDE}", where)
         width = _field(entry, "width", FRAME_SIDE.admits, f"an integer in {FRAME_SIDE}", where)
-        name = file_names[0].split("/")[0]
+        try:
+            frames = read_video_source(entry)
+        except ValueError as error:
+            raise AvisEvaluationError(f"{where}: {error}") from None
+        name = frames.name
         if video_id in videos:
             raise AvisEvaluationError(f"{where}: video id {video_id} is used twice")
         if name in names:
-            raise AvisEvaluationError(f"{where}: another video's frames are also in folder '{name}'")
+            raise AvisEvaluationError(f"{where}: another video's frames are also in '{name}'")
         names.add(name)
-        videos[video_id] = Video(int(video_id), name, len(file_names), int(height), int(width))
+        videos[video_id] = Video(int(video_id), name, len(frames.times), int(height), int(width))
     return videos
 
 
@@ -152,49 +154,32 @@ def _read_ground_truth_track(
     annotation_id = _field(entry, "id", _is_int, "an integer", where)
     video = _known_video(entry, where, videos, source)
     category_id = _known_category(entry, where, categories, source)
-    iscrowd = _field(entry, "iscrowd", _is_int, "0 or 1", where)
+    iscrowd = _field(entry, "iscrowd", _is_int, "0 or 1", where) if "iscrowd" in entry else 0
     for key, size in (("height", video.height), ("width", video.width)):
-        if _field(entry, key, _is_int, "an integer", where) != size:
+        if key in entry and _field(entry, key, _is_int, "an integer", where) != size:
             raise AvisEvaluationError(f"{where}: {key} {entry[key]} differs from video {video.video_id}'s {size}")
     segmentations = _per_frame_list(entry, "segmentations", video, where)
+    masks = [_ground_truth_mask(seg, video, f"{where} frame {t}") for t, seg in enumerate(segmentations)]
+    if "areas" not in entry:  # the masks' own (YouTube-VIS files carry them, a file of one's own need not)
+        areas = [None if mask is None else float(mask_utils.area(mask)) for mask in masks]
+        return GroundTruthTrack(int(annotation_id), video.video_id, category_id, int(iscrowd), masks, areas)
     areas = _per_frame_list(entry, "areas", video, where)
     for t, area in enumerate(areas):
         if area is not None and not (_is_number(area) and 0 <= area <= video.height * video.width):
             raise AvisEvaluationError(
                 f"{where} frame {t}: area must be a number of pixels (0..{video.height * video.width}) or null"
             )
-    masks = [_ground_truth_mask(seg, video, f"{where} frame {t}") for t, seg in enumerate(segmentations)]
     return GroundTruthTrack(int(annotation_id), video.video_id, category_id, int(iscrowd), masks, list(areas))
 
 
 def _ground_truth_mask(segmentation: object, video: Video, where: str) -> dict | None:
-    """A frame's polygons, or uncompressed RLEs, merged to one compressed RLE (what the original evaluator does)."""
-    if segmentation is None:
-        return None
-    if isinstance(segmentation, dict):
-        raise AvisEvaluationError(f"{where}: a bare RLE dict; wrap it in a list, as in [{{size, counts}}]")
-    if not isinstance(segmentation, list) or not segmentation:
-        raise AvisEvaluationError(
-            f"{where}: expected a list of polygons or of uncompressed RLEs, or null where the object is absent"
-        )
+    """A frame's segmentation read by the annotations' rules (`normalize_segmentation`, training's too), merged to
+    one compressed RLE as the original evaluator merges it."""
     try:
-        if all(isinstance(part, dict) for part in segmentation):
-            for part in segmentation:
-                if not _has_size(part, video):
-                    raise ValueError(f"RLE size {shown(part.get('size'))} is not {video.height}x{video.width}")
-                check_run_lengths(part.get("counts"), video.height, video.width)
-        else:
-            for polygon in segmentation:
-                if not is_area_polygon(check_polygon(polygon, video.height, video.width)):
-                    raise ValueError(f"a polygon of {len(polygon)} numbers: it needs x, y pairs, 3 points or more")
+        normalized = normalize_segmentation(segmentation, video.height, video.width)
+        return segmentation_rle(normalized, video.height, video.width)
     except ValueError as error:
         raise AvisEvaluationError(f"{where}: {error}") from None
-    try:
-        # The original's exact calls, so their reading is kept too (e.g. a first polygon of exactly 4 numbers is
-        # read by pycocotools as a list of boxes).
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, video.height, video.width))
-    except Exception as err:  # pycocotools raises bare Exception/TypeError/ValueError on malformed shapes
-        raise AvisEvaluationError(f"{where}: pycocotools cannot read this segmentation ({err})") from None
 
 
 def _read_predicted_track(entry: object, where: str, ground_truth: GroundTruth) -> PredictedTrack:
@@ -268,10 +253,6 @@ def _is_number(value: object) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_file_list(value: object) -> bool:
-    return isinstance(value, list) and len(value) > 0 and all(isinstance(name, str) for name in value)
 
 
 def _kind(value: object) -> str:
