@@ -110,8 +110,8 @@ def make_model_folder(folder: Path) -> Path:
     return folder
 
 
-def make_video(path: Path, seconds: int) -> Path:
-    """A 360x640 video of `seconds` at SOURCE_FPS with stereo sound: smooth random colour fields that drift from one
+def make_video(path: Path, seconds: int, fps: int = SOURCE_FPS) -> Path:
+    """A 360x640 video of `seconds` at `fps` with stereo sound: smooth random colour fields that drift from one
     second's to the next (as the harness's frames, but moving), and noise for sound."""
     if path.is_file():
         return path
@@ -129,15 +129,15 @@ def make_video(path: Path, seconds: int) -> Path:
 
     partial = path.with_suffix(".partial.mp4")
     with av.open(str(partial), "w") as container:
-        video = container.add_stream("libx264", rate=SOURCE_FPS, options={"crf": "23", "preset": "veryfast"})
+        video = container.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = container.add_stream("aac", rate=44100, layout="stereo")
         current, following = field(), field()
-        for index in range(seconds * SOURCE_FPS):
-            step = index % SOURCE_FPS
+        for index in range(seconds * fps):
+            step = index % fps
             if index and not step:
                 current, following = following, field()
-            image = current + (following - current) * (step / SOURCE_FPS)
+            image = current + (following - current) * (step / fps)
             rgb = image.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
             container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
         container.mux(video.encode())
