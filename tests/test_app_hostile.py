@@ -129,7 +129,8 @@ def test_a_cancel_stops_a_4k_analysis_in_every_stage_within_5_s_and_the_next_one
     job = analyse(server.client, video_4k, fps=10, threshold=0.05, instances=20)  # the most work a visitor may ask
     wait_for_stage(job, stage)
     time.sleep(1.5)
-    assert job.status().progress_data[-1].desc == stage
+    # still in it (a status between two progress reports, as the page's streamed progress line makes, has none)
+    wait_for_stage(job, stage, timeout=2)
     cancelled = time.monotonic()
     job.cancel()  # answered once the analysis has stopped
     idle = idle_after(server.process, cancelled)
