@@ -48,8 +48,8 @@ def test_the_package_declares_the_projects_pins(installed, tmp_path):
 
 def test_the_installed_command_line_finds_the_shipped_model_and_loads_saved_folders(installed, tmp_path):
     out = run([installed / "bin" / "avis", "predict", str(DUET), "--summary"], tmp_path)
-    assert out.splitlines()[0] == "shapes_duet.mp4: 2 sounding instances in 13 frames"
-    assert sorted(line.split()[1] for line in out.splitlines()[1:]) == ["square", "triangle"]
+    assert out.splitlines()[0] == "shapes_duet.mp4: 2 sounding instances in 9 frames"
+    assert sorted(line.split()[1] for line in out.splitlines()[1:]) == ["diamond", "square"]
     script = f"""
         import modeling_avis
         from modeling_avis import AvisModel, AvisProcessor, AvisVideoSegmenter, save_model_folder
@@ -62,7 +62,7 @@ def test_the_installed_command_line_finds_the_shipped_model_and_loads_saved_fold
     """
     assert (
         run([installed / "bin" / "python", "-c", textwrap.dedent(script)], tmp_path).strip()
-        == "['square', 'triangle']"
+        == "['diamond', 'square']"
     )
 
 
@@ -78,4 +78,4 @@ def test_the_installed_default_model_loads_with_trust_remote_code_without_the_pa
         print(sorted(track.label_name for track in result.tracks))
     """
     # this machine's own Python: the project is not installed there, and the working directory is outside it
-    assert run([sys.executable, "-c", textwrap.dedent(script)], tmp_path).strip() == "['square', 'triangle']"
+    assert run([sys.executable, "-c", textwrap.dedent(script)], tmp_path).strip() == "['diamond', 'square']"
