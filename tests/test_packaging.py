@@ -61,8 +61,7 @@ def test_the_installed_command_line_finds_the_shipped_model_and_loads_saved_fold
         print(sorted(track.label_name for track in result.tracks))
     """
     assert (
-        run([installed / "bin" / "python", "-c", textwrap.dedent(script)], tmp_path).strip()
-        == "['diamond', 'square']"
+        run([installed / "bin" / "python", "-c", textwrap.dedent(script)], tmp_path).strip() == "['diamond', 'square']"
     )
 
 

@@ -65,9 +65,7 @@ def predict_split(
         results = [
             entry
             for video in shard
-            for entry in results_json_entries(
-                video_result(segmenter, video, mute_audio, online), video.video_id
-            )
+            for entry in results_json_entries(video_result(segmenter, video, mute_audio, online), video.video_id)
         ]
     model.train(was_training)
     return gather_object(results)
