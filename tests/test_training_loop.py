@@ -164,3 +164,10 @@ def test_fine_tuning_freezes_the_visual_features_by_default_and_a_new_model_noth
     assert train.parse_args(["--preset", "r50_imagenet", *required]).freeze == []
     assert train.parse_args(["--model", "m", "--freeze", *required]).freeze == []
     assert train.parse_args(["--model", "m", *required, "--freeze", "audio_encoder"]).freeze == ["audio_encoder"]
+
+
+def test_the_help_says_every_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "67% of the steps" in " ".join(capsys.readouterr().out.split())

@@ -199,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lr-steps",
         type=non_negative_int,
         nargs="*",
-        help=f"decay milestones (SOLVER.STEPS; default: {DECAY_AT:.0%} of the steps)",
+        help=f"decay milestones (SOLVER.STEPS; default: {DECAY_AT:.0%}% of the steps)",  # %% is argparse's %
     )
     solver.add_argument("--lr-gamma", type=decay_factor, default=0.1, help="in (0, 1]")
     solver.add_argument("--warmup-iters", type=non_negative_int, default=10)
