@@ -147,8 +147,27 @@ def test_fine_tuning_from_a_saved_model_evaluates_periodically_and_saves_the_res
     before = start.model.clip_module.class_predictor.weight
     after = tuned.model.clip_module.class_predictor.weight
     assert (after - before).abs().max().item() > 1e-6
+    # fine-tuning keeps the visual features as they are by default (FROZEN_WHEN_FINE_TUNING)
+    for part in ("backbone", "pixel_decoder"):
+        kept, started = getattr(tuned.model, part).state_dict(), getattr(start.model, part).state_dict()
+        assert all(torch.equal(kept[key], started[key]) for key in started)
 
 
 def test_backbone_weights_go_with_a_new_model_only(aviseg_root, tmp_path):
     with pytest.raises(SystemExit):
         train.parse_args(["--model", "x", "--backbone-weights", "y", "--data", "d", "--output-dir", "o"])
+
+
+def test_fine_tuning_freezes_the_visual_features_by_default_and_a_new_model_nothing():
+    required = ["--data", "d", "--output-dir", "o"]
+    assert train.parse_args(["--model", "m", *required]).freeze == ["backbone", "pixel_decoder"]
+    assert train.parse_args(["--preset", "r50_imagenet", *required]).freeze == []
+    assert train.parse_args(["--model", "m", "--freeze", *required]).freeze == []
+    assert train.parse_args(["--model", "m", *required, "--freeze", "audio_encoder"]).freeze == ["audio_encoder"]
+
+
+def test_the_help_says_every_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "67% of the steps" in " ".join(capsys.readouterr().out.split())

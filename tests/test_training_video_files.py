@@ -509,6 +509,11 @@ CASES = {
     "train_features_model_on_video_files": Case(
         "train", features_model_on_video_files, "a video file has its sound, not VGGish features"
     ),
+    "train_freeze_a_part_the_model_lacks": Case(
+        "train",
+        lambda folder: [*features_model_on_video_files(folder), "--freeze", "audio_encoder"],
+        "--freeze audio_encoder: this model has no audio encoder",
+    ),
     "evaluate_missing_video": Case(
         "evaluate_model",
         evaluating(edit=lambda data: (data / "val" / "val_0001.mp4").unlink()),
